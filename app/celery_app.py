@@ -1,0 +1,108 @@
+"""The Celery app: configuration, queues and routing, in one place.
+
+Queues:
+- `gpu_queue_<n>`: one per GPU, consumed by one solo-pool worker each. The photo's
+  parent task and all its region children run there (the children reuse the photo
+  that the parent decoded, from the worker's cache).
+- `cpu`: aggregation into the database and housekeeping (prefork pool).
+- `io`: annotated images, thumbnails, notifications (gevent pool).
+- `dead_letter`: copies of tasks that failed for good, for inspection and replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Queue
+
+from app.config import Settings, get_settings
+
+CPU_QUEUE = "cpu"
+IO_QUEUE = "io"
+DEAD_LETTER_QUEUE = "dead_letter"
+
+
+def gpu_queue(index: int) -> str:
+    return f"gpu_queue_{index}"
+
+
+def gpu_queues(settings: Settings) -> list[str]:
+    return [gpu_queue(n) for n in range(max(1, settings.gpu_queues))]
+
+
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    "app.tasks.ml.ml_parent_task": {"queue": gpu_queue(0)},
+    "app.tasks.ml.ml_child_task": {"queue": gpu_queue(0)},
+    "app.tasks.ml.aggregate_results": {"queue": CPU_QUEUE},
+    "app.tasks.io.*": {"queue": IO_QUEUE},
+    "app.tasks.maintenance.*": {"queue": CPU_QUEUE},
+    "celery.chord_unlock": {"queue": CPU_QUEUE},
+}
+
+BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
+    "sweep-stale-sessions": {"task": "app.tasks.maintenance.sweep_stale_sessions", "schedule": 300.0},
+    "dead-letter-report": {"task": "app.tasks.maintenance.dead_letter_report", "schedule": 3600.0},
+    "cleanup-temporary-files": {"task": "app.tasks.maintenance.cleanup_temporary_files", "schedule": crontab(0, 3)},
+}
+
+
+def _broker_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if settings.embedded_broker:
+        folder = settings.broker_folder
+        for sub in ("messages", "control"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        options.update(
+            data_folder_in=str(folder / "messages"),
+            data_folder_out=str(folder / "messages"),
+            control_folder=str(folder / "control"),
+            polling_interval=settings.broker_polling_interval,
+        )
+    return options
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    queues = [*gpu_queues(settings), CPU_QUEUE, IO_QUEUE, DEAD_LETTER_QUEUE]
+    if settings.result_backend_resolved.startswith("file://"):
+        settings.data_dir.joinpath("results").mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": settings.broker_url_resolved,
+        "result_backend": settings.result_backend_resolved,
+        "broker_transport_options": _broker_options(settings),
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_queues": [Queue(name, routing_key=name) for name in queues],
+        "task_default_queue": CPU_QUEUE,
+        "task_routes": TASK_ROUTES,
+        # A task is acknowledged only when it has finished, and a task whose worker
+        # died is redelivered: nothing is lost, so every side effect is idempotent.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "result_extended": True,
+        "result_expires": 7 * 24 * 3600,
+        "worker_hijack_root_logger": False,
+        "beat_schedule": BEAT_SCHEDULE,
+        "timezone": "UTC",
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    celery = Celery("demeter", include=["app.tasks.ml", "app.tasks.io", "app.tasks.maintenance"])
+    celery.config_from_object(celery_config(settings))
+    return celery
+
+
+app = create_app()
+
+from app.observability import signals as _signals  # noqa: E402,F401  (connects the worker and publish hooks)

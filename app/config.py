@@ -1,0 +1,111 @@
+"""One typed settings object, read from the environment (and an optional `.env`).
+
+Every setting is documented in README.md and `.env.example`. The defaults are the
+embedded mode: SQLite database, a filesystem broker and result backend, and a local
+storage directory under `DATA_DIR`, so the pipeline runs with no server at all.
+Switching to Redis, PostgreSQL and S3 is only environment variables.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("var")
+
+    # Connections. Empty means "embedded default under DATA_DIR".
+    database_url: str = ""
+    broker_url: str = ""
+    result_backend: str = ""
+    broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
+    visibility_timeout: int = 3600  # seconds; must exceed the longest task
+
+    # Storage.
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path | None = None  # default DATA_DIR/storage
+    s3_bucket: str = "demeter-photos"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    # Models.
+    segmentation_weights: str = str(PROJECT_ROOT / "models" / "container_seg.pt")
+    detection_weights: str = str(PROJECT_ROOT / "models" / "plant_det.pt")
+    # Model class name -> region class stored in the database; unmapped classes keep their name.
+    segmentation_class_map: dict[str, str] = Field(default_factory=lambda: {"tray": "tray", "segment": "segment"})
+    device: str = "auto"  # "auto" picks cuda:0 when available, else cpu
+    segmentation_imgsz: int = 512
+    segmentation_confidence: float = 0.5
+    detection_imgsz: int = 320
+    detection_confidence: float = 0.35
+    detection_batch_size: int = 16
+    slice_size: int = 320  # pixels at the reference long side below
+    slice_reference_side: int = 2048  # slices grow with the photo so plants keep their scale
+    slice_overlap: float = 0.2
+    merge_method: Literal["GREEDYNMM", "NMS"] = "GREEDYNMM"
+    merge_metric: Literal["IOS", "IOU"] = "IOS"
+    merge_threshold: float = 0.5
+    region_padding: float = 0.02  # fraction of the region's size added around its box before detection
+    photo_cache_size: int = 2  # decoded photos kept per worker process
+
+    # Retries.
+    task_max_retries: int = 3
+    retry_backoff: int = 2  # seconds; delays are backoff * 2**n: 2 s, 4 s, 8 s
+    retry_backoff_max: int = 600
+    retry_jitter: bool = False
+    stale_session_seconds: int = 1800  # the sweeper fails sessions pending/processing longer than this
+
+    # Workers.
+    gpu_queues: int = 1
+    cpu_concurrency: int = 0  # 0 = number of cores
+    cpu_max_tasks_per_child: int = 1000
+    cpu_max_memory_per_child_kb: int = 1_000_000
+    io_concurrency: int = 50
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @property
+    def database_url_resolved(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'demeter.sqlite3'}"
+
+    @property
+    def broker_url_resolved(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def result_backend_resolved(self) -> str:
+        return self.result_backend or f"file://{self.data_dir / 'results'}"
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def storage_dir_resolved(self) -> Path:
+        return (self.storage_dir or self.data_dir / "storage").resolve()
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url_resolved.startswith("filesystem://")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

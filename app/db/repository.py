@@ -1,0 +1,194 @@
+"""Data access for the pipeline. Keyword-only functions; nothing here knows Celery or HTTP."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import (
+    Detection,
+    Photo,
+    ProcessingSession,
+    Region,
+    SessionStatus,
+    StockBatch,
+    StockMovement,
+    utcnow,
+)
+from app.errors import UnknownPhoto
+from app.ml.segmentation import RegionProposal
+
+
+def create_photo(
+    db: Session,
+    *,
+    storage_key: str,
+    content_type: str,
+    width: int,
+    height: int,
+    size_bytes: int,
+    original_filename: str | None = None,
+    correlation_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Photo, ProcessingSession]:
+    photo = Photo(
+        storage_key=storage_key,
+        content_type=content_type,
+        width=width,
+        height=height,
+        size_bytes=size_bytes,
+        original_filename=original_filename,
+        correlation_id=correlation_id,
+        metadata_json=metadata or {},
+    )
+    session = ProcessingSession(photo=photo, correlation_id=correlation_id, status=SessionStatus.PENDING)
+    db.add_all([photo, session])
+    db.flush()
+    return photo, session
+
+
+def get_photo(db: Session, *, photo_id: int) -> Photo:
+    photo = db.get(Photo, photo_id)
+    if photo is None:
+        raise UnknownPhoto(f"no photo with id {photo_id}")
+    return photo
+
+
+def get_session(db: Session, *, photo_id: int, lock: bool = False) -> ProcessingSession:
+    query = select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)
+    if lock:
+        query = query.with_for_update()
+    session = db.scalars(query).one_or_none()
+    if session is None:
+        raise UnknownPhoto(f"no photo with id {photo_id}")
+    return session
+
+
+def mark_processing(db: Session, *, photo_id: int, task_id: str | None) -> ProcessingSession:
+    session = get_session(db, photo_id=photo_id, lock=True)
+    if not SessionStatus(session.status).is_final:
+        session.status = SessionStatus.PROCESSING
+        session.started_at = session.started_at or utcnow()
+        session.task_id = session.task_id or task_id
+    return session
+
+
+def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal]) -> list[Region]:
+    """Store the segmentation once; a redelivered parent finds and reuses the same rows."""
+    session = get_session(db, photo_id=photo_id, lock=True)
+    existing = list(db.scalars(select(Region).where(Region.session_id == session.id).order_by(Region.region_index)))
+    if existing:
+        return existing
+    regions = [
+        Region(
+            session_id=session.id,
+            region_index=index,
+            class_name=proposal.class_name,
+            confidence=proposal.confidence,
+            x1=proposal.bbox[0],
+            y1=proposal.bbox[1],
+            x2=proposal.bbox[2],
+            y2=proposal.bbox[3],
+            polygon=proposal.polygon,
+        )
+        for index, proposal in enumerate(proposals)
+    ]
+    db.add_all(regions)
+    session.regions_total = len(regions)
+    db.flush()
+    return regions
+
+
+def record_region_progress(db: Session, *, photo_id: int, region_index: int, count: int | None,
+                           mean_confidence: float | None, error: str | None = None) -> int:
+    """Note one region as done (idempotent) and return how many regions are done."""
+    session = get_session(db, photo_id=photo_id)
+    db.execute(
+        update(Region)
+        .where(Region.session_id == session.id, Region.region_index == region_index)
+        .values(plant_count=count, mean_confidence=mean_confidence, error=error)
+    )
+    done = db.scalar(
+        select(func.count())
+        .select_from(Region)
+        .where(Region.session_id == session.id, (Region.plant_count.is_not(None)) | (Region.error.is_not(None)))
+    )
+    session.regions_done = int(done or 0)
+    return session.regions_done
+
+
+def movement_key(photo_id: int, region_index: int) -> str:
+    return f"photo:{photo_id}:region:{region_index}"
+
+
+def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]]) -> ProcessingSession:
+    """Write detections, one stock batch and one stock movement per counted region, and the status.
+
+    Call inside one transaction. A session that is already final is returned as it is,
+    and the unique constraints stop a concurrent second writer at commit.
+    """
+    session = get_session(db, photo_id=photo_id, lock=True)
+    if SessionStatus(session.status).is_final:
+        return session
+    regions = {r.region_index: r for r in db.scalars(select(Region).where(Region.session_id == session.id))}
+    failures, total = [], 0
+    for result in results:
+        region = regions.get(int(result["region_index"]))
+        if region is None:
+            failures.append({"region_index": result["region_index"], "error": "unknown region"})
+            continue
+        if result.get("failed"):
+            region.error = str(result.get("error"))
+            failures.append({"region_index": region.region_index, "error": region.error})
+            continue
+        total += _write_region(db, session=session, region=region, result=result, photo_id=photo_id)
+    session.total_count = total
+    session.regions_done = len(results)
+    session.warnings = failures
+    session.finished_at = utcnow()
+    if failures and len(failures) == len(results):
+        session.status = SessionStatus.FAILED
+        session.error = "every region failed: " + "; ".join(f"#{f['region_index']}: {f['error']}" for f in failures)
+    else:
+        session.status = SessionStatus.WARNING if failures else SessionStatus.COMPLETED
+    return session
+
+
+def _write_region(db: Session, *, session: ProcessingSession, region: Region, result: dict[str, Any],
+                  photo_id: int) -> int:
+    detections = result.get("detections") or []
+    count = int(result["count"])
+    region.plant_count = count
+    region.mean_confidence = result.get("mean_confidence")
+    db.execute(delete(Detection).where(Detection.region_id == region.id))
+    if detections:
+        rows = [{"region_id": region.id, "x1": d[0], "y1": d[1], "x2": d[2], "y2": d[3], "score": d[4]}
+                for d in detections]
+        db.execute(Detection.__table__.insert(), rows)
+    batch = StockBatch(session_id=session.id, region_id=region.id, container_type=region.class_name, quantity=count)
+    db.add(batch)
+    db.flush()
+    db.add(StockMovement(batch_id=batch.id, idempotency_key=movement_key(photo_id, region.region_index),
+                         movement_type="count", quantity=count))
+    return count
+
+
+def fail_session(db: Session, *, photo_id: int, reason: str) -> None:
+    """Mark a session failed, unless it already ended."""
+    session = db.scalars(select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)).one_or_none()
+    if session is None or SessionStatus(session.status).is_final:
+        return
+    session.status = SessionStatus.FAILED
+    session.error = reason
+    session.finished_at = utcnow()
+
+
+def stale_sessions(db: Session, *, older_than: datetime) -> list[ProcessingSession]:
+    query = select(ProcessingSession).where(
+        ProcessingSession.status.in_([SessionStatus.PENDING, SessionStatus.PROCESSING]),
+        ProcessingSession.updated_at < older_than,
+    )
+    return list(db.scalars(query))

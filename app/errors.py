@@ -1,0 +1,48 @@
+"""The one error tree. Retries and the dead-letter queue decide by it alone.
+
+A `TransientError` may succeed if tried again later (a store or database that is
+briefly away); a `PermanentError` never will (a corrupt photo, an unknown id), so
+it goes straight to the dead-letter queue without wasting retries.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class of every error this service raises on purpose."""
+
+
+class TransientError(PipelineError):
+    """Worth retrying with backoff."""
+
+
+class PermanentError(PipelineError):
+    """Never worth retrying: dead-letter it at once."""
+
+
+class StorageUnavailable(TransientError):
+    """The photo store could not be reached."""
+
+
+class DatabaseUnavailable(TransientError):
+    """The database refused or dropped the connection."""
+
+
+class ObjectMissing(PermanentError):
+    """The store answered, and holds nothing under that key."""
+
+
+class InvalidImage(PermanentError):
+    """The bytes are not a supported, decodable image (or are too large)."""
+
+
+class UnknownPhoto(PermanentError):
+    """No photo with that id."""
+
+
+class InvalidRegion(PermanentError):
+    """A region's geometry does not fit its photo."""
+
+
+class ModelUnavailable(PermanentError):
+    """The configured weights cannot be found or loaded."""

@@ -1,0 +1,51 @@
+"""Keep ultralytics off the network.
+
+Ultralytics probes DNS, downloads fonts, syncs settings and auto-installs
+packages unless told not to. `configure_offline()` must run before the first
+`import ultralytics`; every module of this project that imports ultralytics
+calls it first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+_DEFAULT_CONFIG_DIR = Path(os.environ.get("DEMETER_VAR_DIR", "var")) / "ultralytics"
+_configured = False
+
+
+def _local_font() -> Path | None:
+    """A TTF shipped with matplotlib, used in place of Arial for plot labels."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return font if font.exists() else None
+
+
+def configure_offline(config_dir: Path | None = None) -> Path:
+    """Set ultralytics' offline switches; return its (writable) config dir."""
+    global _configured
+    directory = Path(os.environ.get("YOLO_CONFIG_DIR") or config_dir or _DEFAULT_CONFIG_DIR).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["YOLO_CONFIG_DIR"] = str(directory)
+    os.environ["YOLO_OFFLINE"] = "1"  # is_online() returns False without a DNS probe
+    os.environ["YOLO_AUTOINSTALL"] = "false"  # never pip-install a missing requirement
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+    # Ultralytics forces OMP_NUM_THREADS=1 when unset, which halves CPU inference speed here.
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    font = _local_font()
+    if font is not None:
+        for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+            target = directory / name
+            if not target.exists():
+                shutil.copyfile(font, target)
+    if not _configured:
+        from ultralytics import settings
+
+        settings.update({"sync": False})
+        _configured = True
+    return directory

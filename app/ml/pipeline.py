@@ -1,0 +1,110 @@
+"""The counting pipeline as plain functions, with no Celery and no database.
+
+The tasks call these one step at a time (segment in the parent, count one
+region per child); `analyse_photo` runs them in one process for the eval and
+the benchmarks, so both measure exactly the code that the workers run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.config import Settings
+from app.errors import InvalidRegion
+from app.ml.registry import ModelRegistry
+from app.ml.segmentation import RegionProposal, segment_photo
+from app.ml.sliced import Detections, SliceParams, detect_in_region
+
+
+def slice_params(settings: Settings) -> SliceParams:
+    return SliceParams(
+        slice_size=settings.slice_size,
+        reference_side=settings.slice_reference_side,
+        overlap=settings.slice_overlap,
+        imgsz=settings.detection_imgsz,
+        confidence=settings.detection_confidence,
+        batch_size=settings.detection_batch_size,
+        merge_method=settings.merge_method,
+        merge_metric=settings.merge_metric,
+        merge_threshold=settings.merge_threshold,
+    )
+
+
+def find_regions(image_rgb: np.ndarray, registry: ModelRegistry) -> list[RegionProposal]:
+    settings = registry.settings
+    return segment_photo(
+        registry.segmenter(),
+        image_rgb,
+        imgsz=settings.segmentation_imgsz,
+        confidence=settings.segmentation_confidence,
+        class_map=settings.segmentation_class_map,
+    )
+
+
+def padded_box(bbox: tuple[int, int, int, int], width: int, height: int, padding: float) -> tuple[int, int, int, int]:
+    """Grow a region's box a little, so plants on its rim are seen whole."""
+    x1, y1, x2, y2 = bbox
+    pad_x, pad_y = round((x2 - x1) * padding), round((y2 - y1) * padding)
+    return max(0, x1 - pad_x), max(0, y1 - pad_y), min(width, x2 + pad_x), min(height, y2 + pad_y)
+
+
+def validate_bbox(bbox: list[int] | tuple[int, ...], width: int, height: int) -> tuple[int, int, int, int]:
+    if len(bbox) != 4:
+        raise InvalidRegion(f"a region box needs 4 numbers, got {bbox!r}")
+    x1, y1, x2, y2 = (int(v) for v in bbox)
+    if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+        raise InvalidRegion(f"region box {bbox!r} does not fit a {width}x{height} photo")
+    return x1, y1, x2, y2
+
+
+def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry) -> Detections:
+    """Plants whose centre lies inside the region's box (detected on a slightly padded crop)."""
+    settings = registry.settings
+    height, width = image_rgb.shape[:2]
+    x1, y1, x2, y2 = validate_bbox(bbox, width, height)
+    search = padded_box((x1, y1, x2, y2), width, height, settings.region_padding)
+    found = detect_in_region(registry.detector(), image_rgb, search, slice_params(settings))
+    centres_x = (found.boxes[:, 0] + found.boxes[:, 2]) / 2
+    centres_y = (found.boxes[:, 1] + found.boxes[:, 3]) / 2
+    inside = (centres_x >= x1) & (centres_x < x2) & (centres_y >= y1) & (centres_y < y2)
+    return Detections(found.boxes[inside], found.scores[inside])
+
+
+def region_result(region_index: int, detections: Detections) -> dict[str, Any]:
+    """The small JSON document a child task returns for one region."""
+    boxes = np.round(detections.boxes, 1).tolist()
+    scores = np.round(detections.scores, 3).tolist()
+    return {
+        "region_index": region_index,
+        "count": len(detections),
+        "mean_confidence": round(float(detections.scores.mean()), 4) if len(detections) else None,
+        "detections": [[*box, score] for box, score in zip(boxes, scores, strict=True)],
+    }
+
+
+@dataclass(frozen=True)
+class RegionCount:
+    region: RegionProposal
+    detections: Detections
+
+    @property
+    def count(self) -> int:
+        return len(self.detections)
+
+
+@dataclass(frozen=True)
+class PhotoAnalysis:
+    regions: list[RegionCount]
+
+    @property
+    def total(self) -> int:
+        return sum(region.count for region in self.regions)
+
+
+def analyse_photo(image_rgb: np.ndarray, registry: ModelRegistry) -> PhotoAnalysis:
+    """Segment, then count every region: the whole pipeline in this process."""
+    regions = find_regions(image_rgb, registry)
+    return PhotoAnalysis([RegionCount(r, count_region(image_rgb, r.bbox, registry)) for r in regions])

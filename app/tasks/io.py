@@ -1,0 +1,71 @@
+"""I/O tasks (gevent pool): annotated images and thumbnails. They never fail a session."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageDraw
+from sqlalchemy import select
+
+from app.celery_app import app
+from app.db import repository
+from app.db.models import Detection, Region
+from app.db.session import db_session
+from app.ml.images import decode_rgb
+from app.observability.logging import get_logger
+from app.storage import derived_key, get_storage
+from app.tasks.base import PipelineTask
+
+log = get_logger(__name__)
+
+REGION_COLOURS = {"tray": (255, 170, 0), "segment": (0, 160, 255)}
+THUMBNAIL_SIZE = (512, 512)
+
+
+def draw_annotations(image: Image.Image, regions: list[Region], detections: list[Detection]) -> Image.Image:
+    canvas = image.convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    width = max(2, canvas.width // 600)
+    for region in regions:
+        colour = REGION_COLOURS.get(region.class_name, (255, 255, 255))
+        if len(region.polygon) >= 3:
+            draw.polygon([tuple(p) for p in region.polygon], outline=colour, width=width)
+        else:
+            draw.rectangle(region.bbox, outline=colour, width=width)
+        label = f"#{region.region_index} {region.class_name}: {region.plant_count if region.plant_count is not None else '?'}"
+        draw.text((region.x1 + 4, max(0, region.y1 - 14)), label, fill=colour)
+    for detection in detections:
+        draw.rectangle((detection.x1, detection.y1, detection.x2, detection.y2), outline=(255, 0, 60), width=1)
+    return canvas
+
+
+def _jpeg(image: Image.Image, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@app.task(bind=True, base=PipelineTask)
+def render_annotated(self: PipelineTask, photo_id: int) -> dict[str, str]:
+    """Draw regions and plants on the photo; store it and a thumbnail beside the original."""
+    storage = get_storage()
+    with db_session() as db:
+        photo = repository.get_photo(db, photo_id=photo_id)
+        session = repository.get_session(db, photo_id=photo_id)
+        regions = list(db.scalars(select(Region).where(Region.session_id == session.id)))
+        detections = list(
+            db.scalars(select(Detection).where(Detection.region_id.in_([r.id for r in regions])))
+        ) if regions else []
+        key = photo.storage_key
+    original = Image.fromarray(decode_rgb(storage.get(key)))
+    annotated = draw_annotations(original, regions, detections)
+    annotated_key = derived_key(key, "annotated", "jpg")
+    thumbnail_key = derived_key(key, "thumbnail", "jpg")
+    storage.put(annotated_key, _jpeg(annotated), "image/jpeg")
+    annotated.thumbnail(THUMBNAIL_SIZE)
+    storage.put(thumbnail_key, _jpeg(annotated), "image/jpeg")
+    with db_session() as db:
+        session = repository.get_session(db, photo_id=photo_id)
+        session.annotated_key, session.thumbnail_key = annotated_key, thumbnail_key
+    log.info("annotated image stored", annotated_key=annotated_key)
+    return {"annotated_key": annotated_key, "thumbnail_key": thumbnail_key}

@@ -1,0 +1,136 @@
+"""The ML tasks: segment a photo, count each region in a chord, aggregate into stock rows."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from celery import chord
+from sqlalchemy.exc import IntegrityError
+
+from app import deadletter
+from app.celery_app import app
+from app.db import repository
+from app.db.session import db_session
+from app.errors import PermanentError
+from app.ml.images import decode_rgb
+from app.ml.pipeline import count_region, find_regions, region_result
+from app.ml.registry import get_registry
+from app.observability.logging import get_logger
+from app.storage import get_storage
+from app.tasks.base import TRANSIENT_ERRORS, PipelineTask, backoff_delay
+
+log = get_logger(__name__)
+
+
+class PhotoCache:
+    """The last few decoded photos of this worker process, so a photo's children don't re-read it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.loads = 0
+
+    def get(self, photo_id: int) -> np.ndarray:
+        if photo_id in self._items:
+            self._items.move_to_end(photo_id)
+            return self._items[photo_id]
+        image = self._load(photo_id)
+        self._items[photo_id] = image
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return image
+
+    def _load(self, photo_id: int) -> np.ndarray:
+        with db_session() as db:
+            key = repository.get_photo(db, photo_id=photo_id).storage_key
+        self.loads += 1
+        return decode_rgb(get_storage().get(key))
+
+
+photo_cache = PhotoCache(get_registry().settings.photo_cache_size)
+
+
+class ParentTask(PipelineTask):
+    def after_dead_letter(self, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> None:
+        photo_id = kwargs.get("photo_id", args[0] if args else None)
+        if isinstance(photo_id, int):
+            with db_session() as db:
+                repository.fail_session(db, photo_id=photo_id, reason=f"{type(exc).__name__}: {exc}")
+
+
+@app.task(bind=True, base=ParentTask)
+def ml_parent_task(self: ParentTask, photo_id: int, correlation_id: str | None = None) -> Any:
+    """Segment the photo into regions, then count every region in a chord."""
+    with db_session() as db:
+        repository.mark_processing(db, photo_id=photo_id, task_id=self.request.id)
+    image = photo_cache.get(photo_id)
+    proposals = find_regions(image, get_registry())
+    with db_session() as db:
+        regions = repository.save_regions(db, photo_id=photo_id, proposals=proposals)
+        region_docs = [{"index": r.region_index, "bbox": list(r.bbox), "class_name": r.class_name} for r in regions]
+    log.info("photo segmented", regions=len(region_docs), classes=[r["class_name"] for r in region_docs])
+    if not region_docs:
+        return self.replace(aggregate_results.s([], photo_id))
+    # Children stay on the queue (and so the GPU worker) that ran the parent: its photo cache is warm.
+    queue = (self.request.delivery_info or {}).get("routing_key") or ml_child_task.queue
+    header = [ml_child_task.s(doc, photo_id).set(queue=queue) for doc in region_docs]
+    return self.replace(chord(header, aggregate_results.s(photo_id)))
+
+
+@app.task(bind=True, base=PipelineTask, autoretry_for=())
+def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
+    """Count the plants of one region. Fails soft: a region that fails for good is
+    dead-lettered and reported as failed, so the chord's callback still runs."""
+    index = int(region["index"])
+    try:
+        detections = count_region(photo_cache.get(photo_id), tuple(region["bbox"]), get_registry())
+        result = region_result(index, detections)
+        with db_session() as db:
+            done = repository.record_region_progress(
+                db, photo_id=photo_id, region_index=index, count=result["count"],
+                mean_confidence=result["mean_confidence"],
+            )
+        log.info("region counted", region_index=index, count=result["count"], regions_done=done)
+        return result
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=backoff_delay(self.request.retries)) from exc
+        return _region_failed(self, exc, region, photo_id)
+    except PermanentError as exc:
+        return _region_failed(self, exc, region, photo_id)
+
+
+def _region_failed(task: PipelineTask, exc: BaseException, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
+    deadletter.record(task, exc, [region, photo_id], {})
+    return {"region_index": int(region["index"]), "failed": True, "error": f"{type(exc).__name__}: {exc}"}
+
+
+class AggregateTask(ParentTask):
+    def after_dead_letter(self, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> None:
+        photo_id = kwargs.get("photo_id", args[-1] if args else None)
+        super().after_dead_letter(exc, [photo_id], {})
+
+
+@app.task(bind=True, base=AggregateTask)
+def aggregate_results(self: AggregateTask, results: list[dict[str, Any]], photo_id: int) -> dict[str, Any]:
+    """Write all counts of a photo in one transaction. Safe to run twice."""
+    results = sorted(results or [], key=lambda r: int(r["region_index"]))
+    try:
+        with db_session() as db:
+            session = repository.write_counts(db, photo_id=photo_id, results=results)
+            summary = {"photo_id": photo_id, "status": session.status, "total_count": session.total_count,
+                       "regions": len(results)}
+    except IntegrityError:
+        # Another delivery of this callback committed first; its rows stand.
+        with db_session() as db:
+            session = repository.get_session(db, photo_id=photo_id)
+            summary = {"photo_id": photo_id, "status": session.status, "total_count": session.total_count,
+                       "regions": len(results)}
+    log.info("photo aggregated", **{k: v for k, v in summary.items() if k != "photo_id"})
+    from app.tasks.io import render_annotated
+
+    render_annotated.delay(photo_id)
+    return summary
+

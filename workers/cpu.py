@@ -1,0 +1,50 @@
+"""CPU worker: prefork pool for aggregation and housekeeping.
+
+    python -m workers.cpu [--queues cpu]
+
+Children are recycled after CPU_MAX_TASKS_PER_CHILD tasks or CPU_MAX_MEMORY_PER_CHILD_KB
+of resident memory. This process forks, so it must never initialise CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from celery.signals import worker_process_init
+
+from app.celery_app import CPU_QUEUE, app
+from app.config import get_settings
+
+
+@worker_process_init.connect
+def _no_cuda_before_fork(**_: Any) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RuntimeError("CUDA was initialised in a prefork worker; it does not survive fork")
+
+
+def argv(extra: list[str]) -> list[str]:
+    settings = get_settings()
+    concurrency = settings.cpu_concurrency or os.cpu_count() or 1
+    return [
+        "worker",
+        "--pool=prefork",
+        f"--concurrency={concurrency}",
+        f"--queues={CPU_QUEUE}",
+        f"--max-tasks-per-child={settings.cpu_max_tasks_per_child}",
+        f"--max-memory-per-child={settings.cpu_max_memory_per_child_kb}",
+        "-E",
+        "--hostname=cpu@%h",
+        "--loglevel=INFO",
+        *extra,
+    ]
+
+
+def main() -> None:
+    app.worker_main(argv(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""GPU worker: solo pool, one process per GPU, models loaded once at start.
+
+    CUDA_VISIBLE_DEVICES=0 GPU_INDEX=0 python -m workers.gpu
+
+CUDA does not survive fork, so this worker never forks: `--pool=solo
+--concurrency=1`, consuming only `gpu_queue_<GPU_INDEX>`. Without a CUDA device it
+runs on the CPU and says so loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from celery.signals import worker_ready
+
+from app.celery_app import app, gpu_queue
+from app.ml.registry import get_registry
+from app.observability.logging import get_logger
+
+log = get_logger("workers.gpu")
+
+
+@worker_ready.connect
+def _load_models(**_: Any) -> None:
+    registry = get_registry()
+    if registry.device == "cpu":
+        log.warning("NO CUDA DEVICE: the GPU worker runs its models on the CPU", device=registry.device)
+    registry.preload()
+    log.info("models loaded and warmed up", device=registry.device)
+
+
+def argv(index: int, extra: list[str]) -> list[str]:
+    return [
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        f"--queues={gpu_queue(index)}",
+        "-E",
+        f"--hostname=gpu{index}@%h",
+        "--loglevel=INFO",
+        *extra,
+    ]
+
+
+def main() -> None:
+    index = int(os.environ.get("GPU_INDEX", "0"))
+    app.worker_main(argv(index, sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""I/O worker: gevent pool for uploads, annotated images and notifications.
+
+    python -m workers.io
+
+Celery monkey-patches for gevent only when `-P gevent` is on its command line, so
+this entrypoint hands the pool choice to Celery's own command line. psycopg2 is made
+cooperative with psycogreen, and the database pool is sized to the concurrency.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from gevent import monkey
+
+monkey.patch_all()
+
+from psycogreen.gevent import patch_psycopg  # noqa: E402
+
+patch_psycopg()
+
+from app.config import get_settings  # noqa: E402
+
+
+def argv(extra: list[str]) -> list[str]:
+    concurrency = get_settings().io_concurrency
+    return [
+        "worker",
+        "-P",
+        "gevent",
+        f"--concurrency={concurrency}",
+        "--queues=io",
+        "-E",
+        "--hostname=io@%h",
+        "--loglevel=INFO",
+        *extra,
+    ]
+
+
+def main() -> None:
+    os.environ.setdefault("DB_POOL_SIZE", str(get_settings().io_concurrency))
+    from app.celery_app import app  # boto3 and the database driver are imported after patching
+
+    app.worker_main(argv(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -146,7 +146,7 @@ def run_demo(photos: int, as_json: bool, seed: int, timeout: float) -> int:
     from app.ml.images import encode_jpeg
     from app.ml.synthetic import render_photo
 
-    generated = []
+    generated: list[tuple[str, bytes, int | None]] = []
     for index in range(photos):
         photo = render_photo(seed + index)
         generated.append((f"bench_{seed + index}.jpg", encode_jpeg(photo.image), photo.true_count))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -167,7 +167,7 @@ def _write_region(db: Session, *, session: ProcessingSession, region: Region, re
     if detections:
         rows = [{"region_id": region.id, "x1": d[0], "y1": d[1], "x2": d[2], "y2": d[3], "score": d[4]}
                 for d in detections]
-        db.execute(Detection.__table__.insert(), rows)
+        db.execute(insert(Detection), rows)
     batch = StockBatch(session_id=session.id, region_id=region.id, container_type=region.class_name, quantity=count)
     db.add(batch)
     db.flush()

@@ -38,7 +38,6 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            image.MAX_IMAGE_PIXELS = max_pixels  # type: ignore[misc]
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"image has too many pixels: {exc}") from exc
     except Exception as exc:

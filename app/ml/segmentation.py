@@ -46,7 +46,7 @@ def segment_photo(
     polygons = result.masks.xy if result.masks is not None else [np.empty((0, 2))] * len(boxes)
     regions = []
     for box, score, cls, polygon in zip(boxes, scores, classes, polygons, strict=True):
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x1, y1, x2, y2 = (round(v) for v in box)
         x1, y1, x2, y2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
         if x2 - x1 < 2 or y2 - y1 < 2:
             continue

@@ -104,8 +104,8 @@ def merge_detections(boxes: np.ndarray, scores: np.ndarray, params: SliceParams)
     keep_to_merge = greedy_nmm(predictions, match_metric=params.merge_metric, match_threshold=params.merge_threshold)
     merged_boxes = np.empty((len(keep_to_merge), 4), np.float32)
     merged_scores = np.empty((len(keep_to_merge),), np.float32)
-    for row, (keep, merges) in enumerate(keep_to_merge.items()):
-        box, score = boxes[keep].copy(), scores[keep]
+    for row, (kept, merges) in enumerate(keep_to_merge.items()):
+        box, score = boxes[kept].copy(), scores[kept]
         for index in merges:
             # Like SAHI: re-check against the grown box, then take the union and the best score.
             if _overlap(box, boxes[index], params.merge_metric) >= params.merge_threshold:

@@ -32,7 +32,8 @@ def draw_annotations(image: Image.Image, regions: list[Region], detections: list
             draw.polygon([tuple(p) for p in region.polygon], outline=colour, width=width)
         else:
             draw.rectangle(region.bbox, outline=colour, width=width)
-        label = f"#{region.region_index} {region.class_name}: {region.plant_count if region.plant_count is not None else '?'}"
+        count = "?" if region.plant_count is None else region.plant_count
+        label = f"#{region.region_index} {region.class_name}: {count}"
         draw.text((region.x1 + 4, max(0, region.y1 - 14)), label, fill=colour)
     for detection in detections:
         draw.rectangle((detection.x1, detection.y1, detection.x2, detection.y2), outline=(255, 0, 60), width=1)

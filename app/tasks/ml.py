@@ -46,7 +46,9 @@ class PhotoCache:
         with db_session() as db:
             key = repository.get_photo(db, photo_id=photo_id).storage_key
         self.loads += 1
-        return decode_rgb(get_storage().get(key))
+        image = decode_rgb(get_storage().get(key))
+        log.info("photo loaded", photo_id=photo_id, width=image.shape[1], height=image.shape[0])
+        return image
 
 
 photo_cache = PhotoCache(get_registry().settings.photo_cache_size)

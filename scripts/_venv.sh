@@ -1,0 +1,18 @@
+# Sourced by demo.sh and test.sh: create .venv if missing and install the project into it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+VENV_PY="$ROOT/.venv/bin/python"
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-$1"
+if [ ! -f "$stamp" ]; then
+    "$VENV_PY" -m pip install -q --upgrade pip
+    # Pinned torch first: a plain "torch" requirement would pull a multi-GB CUDA build.
+    "$VENV_PY" -c "import torch, torchvision" 2>/dev/null || \
+        "$VENV_PY" -m pip install -q "torch==${TORCH_VERSION:-2.14.1}" "torchvision==${TORCHVISION_VERSION:-0.29.1}"
+    "$VENV_PY" -m pip install -q -e ".$2"
+    touch "$stamp"
+fi

@@ -1,0 +1,64 @@
+"""Test harness: the real Redis and PostgreSQL on this machine, real worker processes.
+
+The environment is set here, before any `app` module reads its settings. Each test
+session gets its own PostgreSQL database and its own Redis database numbers, and
+starts the GPU (solo) and CPU workers as subprocesses, exactly as production does.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+TEST_DB = f"demeter_test_{os.getpid()}"
+DATA_DIR = Path(tempfile.mkdtemp(prefix="demeter-test-"))
+
+os.environ.update(
+    {
+        "ENVIRONMENT": "test",
+        "DATA_DIR": str(DATA_DIR),
+        "DATABASE_URL": f"{POSTGRES}/{TEST_DB}",
+        "BROKER_URL": f"{REDIS}/14",
+        "RESULT_BACKEND": f"{REDIS}/15",
+        "STORAGE_BACKEND": "local",
+        "LOG_FORMAT": "json",
+        "VISIBILITY_TIMEOUT": "30",
+    }
+)
+
+from tests.utils.processes import WorkerSet  # noqa: E402
+from tests.utils.services import create_database, drop_database, flush_redis  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[str]:
+    from app.db.migrate import upgrade_database
+    from app.db.session import dispose_engine
+
+    create_database(POSTGRES, TEST_DB)
+    flush_redis(REDIS, 14, 15)
+    upgrade_database()
+    yield os.environ["DATABASE_URL"]
+    dispose_engine()
+    drop_database(POSTGRES, TEST_DB)
+
+
+@pytest.fixture(scope="session")
+def workers(database: str) -> Iterator[WorkerSet]:
+    """One GPU worker (solo pool) and one CPU worker serving the cpu and io queues."""
+    with WorkerSet(DATA_DIR / "logs") as worker_set:
+        worker_set.start("gpu", ["-m", "workers.gpu"])
+        worker_set.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"])
+        worker_set.wait_ready(["gpu0", "cpu"])
+        yield worker_set
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA_DIR

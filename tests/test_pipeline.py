@@ -1,0 +1,96 @@
+"""Photo in, rows out: the spine on real Redis, PostgreSQL and worker processes."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from app.celery_app import app as celery
+from app.db.models import Detection, Region, StockBatch, StockMovement
+from app.db.session import db_session
+from app.intake import submit_photo
+from tests.utils.photos import blank_jpeg, synthetic, synthetic_jpeg, wait_final
+from tests.utils.processes import WorkerSet
+
+COUNT_TOLERANCE = 0.08  # a single photo may be off by at most 8% (the models' target)
+
+
+def _rows(session_id: int) -> dict[str, int]:
+    with db_session() as db:
+        regions = db.scalars(select(Region).where(Region.session_id == session_id)).all()
+        region_ids = [r.id for r in regions]
+        batches = db.scalars(select(StockBatch).where(StockBatch.session_id == session_id)).all()
+        movements = db.scalar(
+            select(func.count()).select_from(StockMovement).where(StockMovement.batch_id.in_([b.id for b in batches]))
+        )
+        detections = db.scalar(select(func.count()).select_from(Detection).where(Detection.region_id.in_(region_ids)))
+        return {
+            "regions": len(regions),
+            "batches": len(batches),
+            "movements": int(movements or 0),
+            "detections": int(detections or 0),
+            "batch_total": sum(b.quantity for b in batches),
+            "region_total": sum(r.plant_count or 0 for r in regions),
+        }
+
+
+def test_photo_goes_through_segmentation_chord_and_aggregation(workers: WorkerSet) -> None:
+    truth = synthetic(9100)
+    submission = submit_photo(synthetic_jpeg(9100), filename="bench.jpg", correlation_id="spine-test-1")
+
+    session = wait_final(submission.photo_id)
+
+    assert session.status == "completed", session.error
+    rows = _rows(session.id)
+    assert session.regions_total == rows["regions"] == len(truth.containers)
+    assert rows["batches"] == rows["movements"] == rows["regions"]
+    assert rows["batch_total"] == rows["region_total"] == rows["detections"] == session.total_count
+    assert abs(session.total_count - truth.true_count) <= COUNT_TOLERANCE * truth.true_count
+    # The photo was decoded once by the GPU worker, not once per region.
+    loads = [line for line in workers.logs("gpu") if line.get("event") == "photo loaded"
+             and line.get("photo_id") == submission.photo_id]
+    assert len(loads) == 1
+
+
+def test_photo_without_containers_completes_with_zero(workers: WorkerSet) -> None:
+    submission = submit_photo(blank_jpeg(), filename="empty-bench.jpg")
+
+    session = wait_final(submission.photo_id)
+
+    assert session.status == "completed"
+    assert session.regions_total == 0
+    assert session.total_count == 0
+    assert _rows(session.id)["movements"] == 0
+
+
+def test_running_the_callback_again_writes_no_second_movement(workers: WorkerSet) -> None:
+    from app.tasks.ml import aggregate_results
+
+    submission = submit_photo(synthetic_jpeg(9101), filename="bench.jpg")
+    session = wait_final(submission.photo_id)
+    before = _rows(session.id)
+    with db_session() as db:
+        regions = db.scalars(select(Region).where(Region.session_id == session.id)).all()
+        replayed = [{"region_index": r.region_index, "count": 5, "mean_confidence": 0.9, "detections": []}
+                    for r in regions]
+
+    summary = aggregate_results.apply_async(args=[replayed, submission.photo_id]).get(timeout=60)
+
+    assert summary["total_count"] == session.total_count
+    assert _rows(session.id) == before
+
+
+def test_each_task_is_routed_to_its_queue() -> None:
+    router = celery.amqp.router
+    assert router.route({}, "app.tasks.ml.ml_parent_task")["queue"].name == "gpu_queue_0"
+    assert router.route({}, "app.tasks.ml.ml_child_task")["queue"].name == "gpu_queue_0"
+    assert router.route({}, "app.tasks.ml.aggregate_results")["queue"].name == "cpu"
+    assert router.route({}, "app.tasks.io.render_annotated")["queue"].name == "io"
+    assert router.route({}, "app.tasks.maintenance.sweep_stale_sessions")["queue"].name == "cpu"
+    assert celery.conf.task_serializer == "json" and celery.conf.accept_content == ["json"]
+
+
+def test_workers_consume_only_their_queues(workers: WorkerSet) -> None:
+    active = celery.control.inspect(timeout=3).active_queues() or {}
+    queues = {host.split("@")[0]: sorted(q["name"] for q in qs) for host, qs in active.items()}
+    assert queues["gpu0"] == ["gpu_queue_0"]
+    assert queues["cpu"] == ["cpu", "io"]

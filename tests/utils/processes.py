@@ -1,0 +1,90 @@
+"""Worker processes started by the tests, with their JSON logs kept for assertions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    if not path.exists():
+        return lines
+    for raw in path.read_text(errors="replace").splitlines():
+        if raw.startswith("{"):
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+    return lines
+
+
+class WorkerSet:
+    """Start, signal and stop worker subprocesses; each logs to its own file."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(PROJECT_ROOT)}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        handle = self.log_path(name).open("ab")
+        process = subprocess.Popen(
+            [sys.executable, *args], stdout=handle, stderr=subprocess.STDOUT,
+            env={**self.env, **(env or {})}, cwd=PROJECT_ROOT,
+        )
+        self.processes[name] = process
+        return process
+
+    def logs(self, name: str) -> list[dict[str, Any]]:
+        return read_json_lines(self.log_path(name))
+
+    def all_logs(self) -> list[dict[str, Any]]:
+        return [line for name in self.processes for line in self.logs(name)]
+
+    def wait_ready(self, hostnames: list[str], timeout: float = 120.0) -> None:
+        """Wait until every named worker answers a ping over the broker."""
+        from app.celery_app import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = app.control.ping(timeout=1.0) or []
+            seen = {name.split("@")[0] for reply in replies for name in reply}
+            if all(h in seen for h in hostnames):
+                return
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker {name} exited with {process.returncode}: {self.log_path(name)}")
+        raise TimeoutError(f"workers {hostnames} not ready after {timeout} s")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def __enter__(self) -> WorkerSet:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for name in list(self.processes):
+            self.stop(name)

@@ -42,7 +42,10 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
 }
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "sweep-stale-sessions": {"task": "app.tasks.maintenance.sweep_stale_sessions", "schedule": 300.0},
+    "sweep-stale-sessions": {
+        "task": "app.tasks.maintenance.sweep_stale_sessions",
+        "schedule": get_settings().sweep_interval_seconds,  # SWEEP_INTERVAL_SECONDS
+    },
     "dead-letter-report": {"task": "app.tasks.maintenance.dead_letter_report", "schedule": 3600.0},
     "cleanup-temporary-files": {"task": "app.tasks.maintenance.cleanup_temporary_files", "schedule": crontab(0, 3)},
 }

@@ -65,16 +65,32 @@ class Settings(BaseSettings):
     retry_backoff_max: int = 600
     retry_jitter: bool = False
     stale_session_seconds: int = 1800  # the sweeper fails sessions pending/processing longer than this
+    sweep_interval_seconds: float = 300.0  # how often beat sends the stale-session sweeper
 
     # Workers.
     gpu_queues: int = 1
+    # The solo pool ignores Celery's child limits; workers.recycling enforces these (0 = no limit).
+    gpu_max_tasks_per_child: int = 50
+    gpu_max_memory_per_child_kb: int = 8_000_000
+    gpu_max_cuda_memory_mb: int = 0
     cpu_concurrency: int = 0  # 0 = number of cores
     cpu_max_tasks_per_child: int = 1000
     cpu_max_memory_per_child_kb: int = 1_000_000
     io_concurrency: int = 50
 
+    # HTTP API.
+    max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413
+
     log_level: str = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["json", "console"] = "json"  # "console" renders for humans only when stderr is a terminal
+
+    # Flower (python -m workers.flower): live workers and tasks, Prometheus /metrics.
+    flower_port: int = 5555
+    flower_address: str = "127.0.0.1"  # loopback by default; compose sets 0.0.0.0 inside its network
+    flower_basic_auth: str = ""  # "user:password[,user2:password2]"; required unless FLOWER_ALLOW_NO_AUTH=true
+    flower_allow_no_auth: bool = False  # local use only; never honoured when ENVIRONMENT=production
+    flower_db: Path | None = None  # persistent state file; default DATA_DIR/flower/flower.db
+    flower_state_save_interval_ms: int = 60_000  # also saved on shutdown; a crash loses at most this much
 
     @field_validator("data_dir")
     @classmethod

@@ -17,6 +17,7 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,11 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.ml.offline import configure_offline
 
-configure_offline()
+_CONFIG_DIR = configure_offline()
+# Ultralytics 8.4 looks for fonts in $YOLO_CONFIG_DIR/Ultralytics, not in $YOLO_CONFIG_DIR itself;
+# without a copy there, check_font() (called by check_det_dataset) sends a HEAD request to GitHub.
+for _font in ("Arial.ttf", "Arial.Unicode.ttf"):
+    if (_CONFIG_DIR / _font).exists() and not (_CONFIG_DIR / "Ultralytics" / _font).exists():
+        (_CONFIG_DIR / "Ultralytics").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_CONFIG_DIR / _font, _CONFIG_DIR / "Ultralytics" / _font)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import shutil  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -46,6 +52,12 @@ EVAL_SEED_START = 9000  # held-out evaluation seeds; never used for training
 PHOTO_SIZE = (2048, 1536)
 SLICE = 320
 SEED = 0
+# Stop a run early once its validation metrics clear these bars on two consecutive epochs.
+STOP_TARGETS = {
+    "seg": {"metrics/precision(B)": 0.97, "metrics/recall(B)": 0.97, "metrics/mAP50(B)": 0.98,
+            "metrics/mAP50(M)": 0.97},
+    "det": {"metrics/precision(B)": 0.985, "metrics/recall(B)": 0.985, "metrics/mAP50(B)": 0.99},
+}
 
 
 @dataclass(frozen=True)
@@ -160,10 +172,27 @@ def _common_args(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "exist_ok": True, "verbose": True, "patience": 100, "cache": "ram", "val": True}
 
 
-def train_one(model_yaml: str, data_yaml: Path, name: str, overrides: dict[str, Any]) -> Path:
+def _stop_at(targets: dict[str, float], hits: int = 2) -> Any:
+    """Callback: stop training once all `targets` are met on `hits` consecutive validations."""
+    streak = [0]
+
+    def callback(trainer: Any) -> None:
+        met = all(float(trainer.metrics.get(k, 0.0)) >= v for k, v in targets.items())
+        streak[0] = streak[0] + 1 if met else 0
+        if streak[0] >= hits:
+            print(f"targets {targets} met for {hits} epochs: stopping early", flush=True)
+            trainer.stop = True
+
+    return callback
+
+
+def train_one(model_yaml: str, data_yaml: Path, name: str, overrides: dict[str, Any],
+              targets: dict[str, float] | None = None) -> Path:
     from ultralytics import YOLO
 
     model = YOLO(model_yaml)
+    if targets:
+        model.add_callback("on_fit_epoch_end", _stop_at(targets))
     t0 = time.perf_counter()
     model.train(data=str(data_yaml), name=name, **overrides)
     print(f"{name}: trained in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
@@ -176,7 +205,7 @@ def validate(weights: Path, data_yaml: Path, imgsz: int, device: str, batch: int
     from ultralytics import YOLO
 
     metrics = YOLO(str(weights)).val(data=str(data_yaml), imgsz=imgsz, device=device, batch=batch,
-                                     plots=False, split="val", verbose=False)
+                                     plots=False, split="val", verbose=False, max_det=600)
     return {k: round(float(v), 4) for k, v in metrics.results_dict.items()}
 
 
@@ -212,19 +241,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 1 epoch, a few images")
     p.add_argument("--only", choices=("seg", "det"), help="train just one of the two models")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seg-train", type=int, default=240)
+    p.add_argument("--seg-train", type=int, default=160)
     p.add_argument("--seg-val", type=int, default=40)
-    p.add_argument("--seg-epochs", type=int, default=30)
+    p.add_argument("--seg-epochs", type=int, default=16)
     p.add_argument("--seg-imgsz", type=int, default=512)
     p.add_argument("--seg-batch", type=int, default=8)
     p.add_argument("--seg-lr", type=float, default=0.002)
-    p.add_argument("--det-train-photos", type=int, default=240)
-    p.add_argument("--det-val-photos", type=int, default=40)
-    p.add_argument("--slices-per-photo", type=int, default=8)
+    p.add_argument("--det-train-photos", type=int, default=200)
+    p.add_argument("--det-val-photos", type=int, default=30)
+    p.add_argument("--slices-per-photo", type=int, default=12)
     p.add_argument("--background-fraction", type=float, default=0.1)
-    p.add_argument("--det-epochs", type=int, default=20)
+    p.add_argument("--det-epochs", type=int, default=9)
     p.add_argument("--det-imgsz", type=int, default=SLICE)
-    p.add_argument("--det-batch", type=int, default=16)
+    p.add_argument("--det-batch", type=int, default=8)
+    p.add_argument("--no-early-stop", action="store_true", help="always run all epochs")
     p.add_argument("--det-lr", type=float, default=0.002)
     args = p.parse_args(argv)
     if args.quick:
@@ -246,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and args.only != key:
             continue
         t0 = time.perf_counter()
-        best = train_one(yaml, data_yaml, name, overrides)
+        targets = None if args.no_early_stop else STOP_TARGETS[key]
+        best = train_one(yaml, data_yaml, name, overrides, targets)
         minutes = round((time.perf_counter() - t0) / 60, 1)
         export(best, args.out / f"{name}.pt")
         metrics = validate(args.out / f"{name}.pt", data_yaml, imgsz, args.device, overrides["batch"])

@@ -17,6 +17,11 @@ import pytest
 REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 TEST_DB = f"demeter_test_{os.getpid()}"
+# Two Redis databases (broker, results); TEST_REDIS_DB=N uses N and N+1, so test runs side by side don't mix.
+BROKER_DB = int(os.environ.get("TEST_REDIS_DB", "14"))
+RESULT_DB = BROKER_DB + 1
+# Tests that start their own workers use another pair, so the session's workers don't steal their tasks.
+ISOLATED_DB = BROKER_DB - 6
 DATA_DIR = Path(tempfile.mkdtemp(prefix="demeter-test-"))
 
 os.environ.update(
@@ -24,15 +29,15 @@ os.environ.update(
         "ENVIRONMENT": "test",
         "DATA_DIR": str(DATA_DIR),
         "DATABASE_URL": f"{POSTGRES}/{TEST_DB}",
-        "BROKER_URL": f"{REDIS}/14",
-        "RESULT_BACKEND": f"{REDIS}/15",
+        "BROKER_URL": f"{REDIS}/{BROKER_DB}",
+        "RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
         "STORAGE_BACKEND": "local",
         "LOG_FORMAT": "json",
         "VISIBILITY_TIMEOUT": "30",
     }
 )
 
-from tests.utils.processes import WorkerSet  # noqa: E402
+from tests.utils.processes import IsolatedBroker, WorkerSet  # noqa: E402
 from tests.utils.services import create_database, drop_database, flush_redis  # noqa: E402
 
 
@@ -42,7 +47,7 @@ def database() -> Iterator[str]:
     from app.db.session import dispose_engine
 
     create_database(POSTGRES, TEST_DB)
-    flush_redis(REDIS, 14, 15)
+    flush_redis(REDIS, BROKER_DB, RESULT_DB)
     upgrade_database()
     yield os.environ["DATABASE_URL"]
     dispose_engine()
@@ -62,3 +67,13 @@ def workers(database: str) -> Iterator[WorkerSet]:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA_DIR
+
+
+@pytest.fixture
+def isolated_broker(database: str, tmp_path: Path) -> Iterator[IsolatedBroker]:
+    """A broker and result backend of their own, for tests that start and break workers."""
+    flush_redis(REDIS, ISOLATED_DB, ISOLATED_DB + 1)
+    broker = IsolatedBroker(f"{REDIS}/{ISOLATED_DB}", f"{REDIS}/{ISOLATED_DB + 1}", tmp_path)
+    yield broker
+    broker.close()
+    flush_redis(REDIS, ISOLATED_DB, ISOLATED_DB + 1)

@@ -13,21 +13,28 @@ import os
 import sys
 from typing import Any
 
-from celery.signals import worker_ready
+from celery.signals import worker_init
 
 from app.celery_app import app, gpu_queue
+from app.config import get_settings
 from app.ml.registry import get_registry
-from app.observability.logging import get_logger
+from app.observability.logging import configure_logging, get_logger
+from workers.recycling import RecyclePolicy, install
 
 log = get_logger("workers.gpu")
 
 
-@worker_ready.connect
+@worker_init.connect
 def _load_models(**_: Any) -> None:
+    """Load and warm the models before consuming; without them the worker must not start."""
     registry = get_registry()
     if registry.device == "cpu":
         log.warning("NO CUDA DEVICE: the GPU worker runs its models on the CPU", device=registry.device)
-    registry.preload()
+    try:
+        registry.preload()
+    except Exception as exc:
+        log.critical("cannot load models; the GPU worker stops", error=str(exc))
+        raise SystemExit(3) from exc
     log.info("models loaded and warmed up", device=registry.device)
 
 
@@ -45,6 +52,10 @@ def argv(index: int, extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    install(RecyclePolicy(settings.gpu_max_tasks_per_child, settings.gpu_max_memory_per_child_kb,
+                          settings.gpu_max_cuda_memory_mb))
     index = int(os.environ.get("GPU_INDEX", "0"))
     app.worker_main(argv(index, sys.argv[1:]))
 

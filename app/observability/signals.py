@@ -1,21 +1,51 @@
-"""Small single-purpose Celery signal handlers: logging set-up and correlation context."""
+"""Small single-purpose Celery signal handlers: logging set-up and correlation context.
+
+How the correlation id travels (checked by tests/test_observability.py):
+- publish: `before_task_publish` copies the bound id into the message header
+  `x_correlation_id`. Every publish made while a task runs goes through it: chord
+  headers and `self.replace(...)` (published from the parent's body), retries
+  (`self.retry` re-publishes from the body), the chord callback (published by the
+  Redis backend's `on_chord_part_return` from the last child, before its
+  `task_postrun`), and tasks queued by a callback (`render_annotated.delay`).
+- run: `task_prerun` binds the header (else the task's `correlation_id` kwarg,
+  else a fresh id, so a beat task and its children still share one) with the
+  task's ids; `task_postrun` clears it, so nothing leaks into the next task in
+  solo and prefork pools (gevent greenlets each have their own context).
+"""
 
 from __future__ import annotations
 
+import inspect
+from functools import lru_cache
 from typing import Any
 
 from celery import Task
-from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun, worker_process_init
+from celery.signals import (
+    before_task_publish,
+    celeryd_after_setup,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+)
 
 from app.config import get_settings
 from app.observability import correlation
-from app.observability.logging import configure_logging
+from app.observability.logging import configure_logging, set_process_fields
 
 
 @setup_logging.connect
 def _configure_worker_logging(**_: Any) -> None:
+    """Connected at all, this stops Celery from installing its own log handlers (any pool)."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+
+
+@celeryd_after_setup.connect
+def _name_the_worker_in_every_line(sender: str | None = None, **_: Any) -> None:
+    """Lines logged outside tasks ("Task ... received", connection errors) say which worker logged them."""
+    if sender:
+        set_process_fields(worker=str(sender))
 
 
 @worker_process_init.connect
@@ -35,14 +65,30 @@ def _attach_correlation_id(headers: dict[str, Any] | None = None, **_: Any) -> N
         headers[correlation.MESSAGE_HEADER] = current
 
 
-def _photo_id(args: tuple[Any, ...] | list[Any] | None, kwargs: dict[str, Any] | None) -> Any:
-    if kwargs and "photo_id" in kwargs:
-        return kwargs["photo_id"]
-    if args:
-        # ml_parent_task(photo_id), ml_child_task(region, photo_id), aggregate_results(results, photo_id)
-        candidates = [a for a in args if isinstance(a, int) and not isinstance(a, bool)]
-        return candidates[-1] if candidates else None
-    return None
+@lru_cache(maxsize=256)
+def _signature(task: Task) -> inspect.Signature | None:
+    try:
+        return inspect.signature(task.run)
+    except (TypeError, ValueError):
+        return None
+
+
+def photo_id_of(task: Task, args: Any, kwargs: Any) -> int | None:
+    """The task's `photo_id` argument, by name, whatever its position; None for other tasks."""
+    signature = _signature(task)
+    if signature is None or "photo_id" not in signature.parameters:
+        return None
+    try:
+        value = signature.bind_partial(*(args or ()), **(kwargs or {})).arguments.get("photo_id")
+    except TypeError:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def incoming_correlation_id(task: Task, kwargs: Any) -> str:
+    """The message header, else the explicit `correlation_id` kwarg, else a new id."""
+    value = task.request.get(correlation.MESSAGE_HEADER) or (kwargs or {}).get("correlation_id")
+    return correlation.sanitize(value if isinstance(value, str) else None)
 
 
 @task_prerun.connect
@@ -51,14 +97,15 @@ def _bind_task_context(task: Task | None = None, task_id: str | None = None, arg
     if task is None:
         return
     request = task.request
-    value = request.get(correlation.MESSAGE_HEADER) or (kwargs or {}).get("correlation_id")
     correlation.bind(
-        value,
+        incoming_correlation_id(task, kwargs),
         task_id=task_id,
         task_name=task.name,
         parent_id=request.parent_id,
+        root_id=request.root_id,
+        retries=request.retries or 0,
         worker=request.hostname,
-        photo_id=_photo_id(args, kwargs),
+        photo_id=photo_id_of(task, args, kwargs),
     )
 
 

@@ -40,6 +40,26 @@ def sweep_stale_sessions(self: PipelineTask, max_age_seconds: int | None = None)
 
 
 @app.task(bind=True, base=PipelineTask)
+def process_info(self: PipelineTask) -> dict[str, Any]:
+    """Which process and device serve this queue: for operators, and for the worker tests."""
+    import os
+    import sys
+
+    import psutil
+
+    torch = sys.modules.get("torch")
+    cuda = bool(torch is not None and torch.cuda.is_available())
+    return {
+        "pid": os.getpid(),
+        "hostname": self.request.hostname,
+        "queue": (self.request.delivery_info or {}).get("routing_key"),
+        "rss_kb": psutil.Process().memory_info().rss // 1024,
+        "cuda_available": cuda,
+        "cuda_initialized": bool(cuda and torch is not None and torch.cuda.is_initialized()),
+    }
+
+
+@app.task(bind=True, base=PipelineTask)
 def dead_letter_report(self: PipelineTask) -> dict[str, Any]:
     """Log how many dead letters wait for an operator, by task."""
     with db_session() as db:

@@ -94,7 +94,10 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
                 db, photo_id=photo_id, region_index=index, count=result["count"],
                 mean_confidence=result["mean_confidence"],
             )
-        log.info("region counted", region_index=index, count=result["count"], regions_done=done)
+            total = repository.get_session(db, photo_id=photo_id).regions_total
+        # One progress line per region while the chord runs (the same numbers are in the session row).
+        log.info("region counted", region_index=index, count=result["count"], regions_done=done,
+                 regions_total=total)
         return result
     except TRANSIENT_ERRORS as exc:
         if self.request.retries < self.max_retries:

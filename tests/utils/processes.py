@@ -55,9 +55,10 @@ class WorkerSet:
     def all_logs(self) -> list[dict[str, Any]]:
         return [line for name in self.processes for line in self.logs(name)]
 
-    def wait_ready(self, hostnames: list[str], timeout: float = 120.0) -> None:
+    def wait_ready(self, hostnames: list[str], timeout: float = 120.0, app: Any = None) -> None:
         """Wait until every named worker answers a ping over the broker."""
-        from app.celery_app import app
+        if app is None:
+            from app.celery_app import app
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -88,3 +89,29 @@ class WorkerSet:
                  tb: TracebackType | None) -> None:
         for name in list(self.processes):
             self.stop(name)
+
+
+class IsolatedBroker:
+    """A Celery client app on its own Redis databases, with workers started against them."""
+
+    def __init__(self, broker_url: str, result_backend: str, log_dir: Path) -> None:
+        from app.celery_app import create_app
+        from app.config import get_settings
+
+        self.env = {"BROKER_URL": broker_url, "RESULT_BACKEND": result_backend}
+        settings = get_settings().model_copy(update={"broker_url": broker_url, "result_backend": result_backend})
+        self.app = create_app(settings)
+        self.workers = WorkerSet(log_dir, env=self.env)
+
+    def send(self, name: str, queue: str, args: list[Any] | None = None, **options: Any) -> Any:
+        return self.app.send_task(name, args=args or [], queue=queue, **options)
+
+    def inspect(self, method: str, timeout: float = 3.0) -> dict[str, Any]:
+        return getattr(self.app.control.inspect(timeout=timeout), method)() or {}
+
+    def wait_ready(self, hostnames: list[str], timeout: float = 120.0) -> None:
+        self.workers.wait_ready(hostnames, timeout, app=self.app)
+
+    def close(self) -> None:
+        self.workers.__exit__(None, None, None)
+        self.app.close()

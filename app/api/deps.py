@@ -1,0 +1,79 @@
+"""Dependencies shared by the routes: settings, the correlation id, a photo or 404."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, File, Form, Path, Request, UploadFile
+
+from app.api.errors import ApiError
+from app.api.limits import too_large
+from app.api.queries import find_photo
+from app.api.uploads import Upload, UploadTooLarge, clean_filename, read_limited, sniff_content_type
+from app.config import Settings
+from app.db.models import Photo
+from app.db.session import db_session
+from app.observability import correlation
+
+
+def api_settings(request: Request) -> Settings:
+    """The settings the app was built with (tests build apps with their own)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def request_correlation_id(request: Request) -> str:
+    """Set by CorrelationIdMiddleware; a fresh one if the middleware is not installed."""
+    value = getattr(request.state, "correlation_id", None)
+    return value if isinstance(value, str) else correlation.new_correlation_id()
+
+
+def photo_or_404(photo_id: Annotated[str, Path(description="the photo's UUID", examples=[
+        "3f2b8c1e-5d4a-4b7e-9a61-0c2d3e4f5a6b"])]) -> Photo:
+    """Malformed and unknown ids are both simply "no such photo"."""
+    try:
+        photo_uuid = UUID(photo_id)
+    except ValueError:
+        photo_uuid = None
+    photo = None
+    if photo_uuid is not None:
+        with db_session() as db:
+            photo = find_photo(db, photo_uuid=photo_uuid)
+    if photo is None:
+        raise ApiError(404, "photo_not_found", f"no photo with id {photo_id!r}")
+    return photo
+
+
+async def photo_upload(
+    settings: Annotated[Settings, Depends(api_settings)],
+    file: Annotated[UploadFile, File(description="the photo: JPEG, PNG or WebP")],
+) -> Upload:
+    """The uploaded bytes, within the size limit, announcing a supported image type.
+
+    Whether the image really decodes is left to intake (it decodes it once, fully).
+    """
+    try:
+        data = await read_limited(file, settings.max_upload_bytes)
+    except UploadTooLarge as exc:
+        raise too_large(settings.max_upload_bytes) from exc
+    if not data:
+        raise ApiError(422, "empty_file", "the uploaded file is empty")
+    if sniff_content_type(data) is None:
+        raise ApiError(415, "unsupported_media_type", "not a JPEG, PNG or WebP image (judged by its content)")
+    return Upload(data=data, filename=clean_filename(file.filename))
+
+
+def photo_metadata(
+    bench: Annotated[str | None, Form(max_length=64, description="where the photo was taken")] = None,
+    notes: Annotated[str | None, Form(max_length=1000)] = None,
+) -> dict[str, str]:
+    """The optional form fields stored with the photo."""
+    return {key: value for key, value in {"bench": bench, "notes": notes}.items() if value}
+
+
+SettingsDep = Annotated[Settings, Depends(api_settings)]
+CorrelationIdDep = Annotated[str, Depends(request_correlation_id)]
+PhotoDep = Annotated[Photo, Depends(photo_or_404)]
+UploadDep = Annotated[Upload, Depends(photo_upload)]
+MetadataDep = Annotated[dict[str, str], Depends(photo_metadata)]

@@ -1,0 +1,38 @@
+"""The FastAPI application: `app.api.main:app` (served by `demeter api`).
+
+`create_app(settings)` builds one; tests build their own with other limits.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.api.correlation import CorrelationIdMiddleware
+from app.api.errors import install_error_handlers
+from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimitMiddleware
+from app.api.routes import health, photos
+from app.config import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    api = FastAPI(
+        title="Demeter Pipeline",
+        version="0.1.0",
+        summary="Greenhouse bench photos in, plant counts and stock rows out.",
+    )
+    api.state.settings = settings
+    install_error_handlers(api)
+    # Added last = outermost: every response, a 413 included, carries the correlation id.
+    api.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        file_limit=settings.max_upload_bytes,
+    )
+    api.add_middleware(CorrelationIdMiddleware)
+    api.include_router(health.router)
+    api.include_router(photos.router)
+    return api
+
+
+app = create_app()

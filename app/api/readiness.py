@@ -1,0 +1,56 @@
+"""Readiness checks: can this process reach the database, the broker and the store?
+
+Each check is a plain blocking function that raises when its dependency is away;
+`run_checks` runs them side by side in threads and reports each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+from sqlalchemy import text
+
+from app.db.session import get_engine
+from app.storage import get_storage
+
+CHECK_TIMEOUT_SECONDS = 5.0
+
+
+def check_database() -> None:
+    with get_engine().connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def check_broker() -> None:
+    from app.celery_app import app as celery
+
+    with celery.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, interval_start=0.2, timeout=CHECK_TIMEOUT_SECONDS)
+
+
+def check_storage() -> None:
+    get_storage().ping()
+
+
+CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "broker": check_broker, "storage": check_storage}
+
+
+async def run_checks(checks: dict[str, Callable[[], None]] | None = None) -> dict[str, str]:
+    """`{"database": "ok", "broker": "error: ConnectionRefusedError ..."}`; never raises."""
+    results: dict[str, str] = {}
+
+    async def run(name: str, check: Callable[[], None]) -> None:
+        try:
+            with anyio.fail_after(CHECK_TIMEOUT_SECONDS + 1):
+                await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+            results[name] = "ok"
+        except TimeoutError:
+            results[name] = f"error: no answer within {CHECK_TIMEOUT_SECONDS + 1:.0f} s"
+        except Exception as exc:
+            results[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+
+    async with anyio.create_task_group() as group:
+        for name, check in (checks or CHECKS).items():
+            group.start_soon(run, name, check)
+    return {name: results[name] for name in (checks or CHECKS)}

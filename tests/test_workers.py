@@ -1,0 +1,96 @@
+"""Worker pools that really behave: each entrypoint, solo-pool recycling, prefork recycling."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import redis
+
+from tests.utils.processes import IsolatedBroker
+
+PROCESS_INFO = "app.tasks.maintenance.process_info"
+
+
+def _pool(stats: dict, prefix: str) -> str:
+    return next(s["pool"]["implementation"] for host, s in stats.items() if host.startswith(prefix + "@"))
+
+
+def test_each_entrypoint_runs_its_pool_on_its_queues(isolated_broker: IsolatedBroker) -> None:
+    workers = isolated_broker.workers
+    workers.start("gpu", ["-m", "workers.gpu"])
+    workers.start("cpu", ["-m", "workers.cpu", "--concurrency=1"])
+    workers.start("io", ["-m", "workers.io"], env={"IO_CONCURRENCY": "5"})
+    isolated_broker.wait_ready(["gpu0", "cpu", "io"])
+
+    stats = isolated_broker.inspect("stats")
+    assert _pool(stats, "gpu0") == "celery.concurrency.solo:TaskPool"
+    assert _pool(stats, "cpu") == "celery.concurrency.prefork:TaskPool"
+    assert _pool(stats, "io") == "celery.concurrency.gevent:TaskPool"
+    queues = {h.split("@")[0]: sorted(q["name"] for q in qs) for h, qs in isolated_broker.inspect("active_queues").items()}
+    assert queues == {"gpu0": ["gpu_queue_0"], "cpu": ["cpu"], "io": ["io"]}
+    # The GPU worker loaded its models at start; without CUDA it says so loudly.
+    events = [line.get("event") for line in workers.logs("gpu")]
+    assert "models loaded and warmed up" in events
+    assert "NO CUDA DEVICE: the GPU worker runs its models on the CPU" in events
+    # The prefork worker never initialised CUDA.
+    info = isolated_broker.send(PROCESS_INFO, "cpu").get(timeout=30)
+    assert info["cuda_initialized"] is False
+
+
+def _unacked(broker_url: str, settle: float = 5.0) -> int:
+    """Messages still queued or delivered-but-unacknowledged (the ack follows the result by a moment)."""
+    client = redis.Redis.from_url(broker_url)
+    deadline = time.monotonic() + settle
+    try:
+        while True:
+            pending = int(client.hlen("unacked")) + int(client.llen("gpu_queue_0"))
+            if pending == 0 or time.monotonic() > deadline:
+                return pending
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+def test_solo_worker_recycles_after_max_tasks_and_loses_nothing(isolated_broker: IsolatedBroker) -> None:
+    workers = isolated_broker.workers
+    workers.start("gpu", ["-m", "workers.supervise", sys.executable, "-m", "workers.gpu"],
+                  env={"GPU_MAX_TASKS_PER_CHILD": "3"})
+    isolated_broker.wait_ready(["gpu0"])
+
+    results = [isolated_broker.send(PROCESS_INFO, "gpu_queue_0") for _ in range(7)]
+    infos = [r.get(timeout=120) for r in results]
+
+    pids = [info["pid"] for info in infos]
+    assert len(set(pids)) == 3, pids  # 3 + 3 + 1 tasks: two restarts
+    assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
+    recycles = [line for line in workers.logs("gpu") if line.get("event") == "recycling worker process"]
+    assert len(recycles) == 2
+    succeeded = [line for line in workers.logs("gpu") if "succeeded in" in str(line.get("event"))]
+    assert len(succeeded) == 7  # each task ran exactly once
+    assert _unacked(isolated_broker.env["BROKER_URL"]) == 0  # and each was acknowledged
+
+
+def test_solo_worker_recycles_when_memory_limit_is_exceeded(isolated_broker: IsolatedBroker) -> None:
+    workers = isolated_broker.workers
+    workers.start("gpu", ["-m", "workers.supervise", sys.executable, "-m", "workers.gpu"],
+                  env={"GPU_MAX_MEMORY_PER_CHILD_KB": "1000"})
+    isolated_broker.wait_ready(["gpu0"])
+
+    first = isolated_broker.send(PROCESS_INFO, "gpu_queue_0").get(timeout=120)
+    second = isolated_broker.send(PROCESS_INFO, "gpu_queue_0").get(timeout=120)
+
+    assert first["pid"] != second["pid"]
+    reasons = [line["reason"] for line in workers.logs("gpu") if line.get("event") == "recycling worker process"]
+    assert reasons and "resident memory" in reasons[0]
+    assert _unacked(isolated_broker.env["BROKER_URL"]) == 0
+
+
+def test_prefork_worker_recycles_its_children(isolated_broker: IsolatedBroker) -> None:
+    workers = isolated_broker.workers
+    workers.start("cpu", ["-m", "workers.cpu", "--concurrency=1"], env={"CPU_MAX_TASKS_PER_CHILD": "2"})
+    isolated_broker.wait_ready(["cpu"])
+
+    pids = [isolated_broker.send(PROCESS_INFO, "cpu").get(timeout=60)["pid"] for _ in range(5)]
+
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4], pids

@@ -36,6 +36,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "app.tasks.ml.ml_parent_task": {"queue": gpu_queue(0)},
     "app.tasks.ml.ml_child_task": {"queue": gpu_queue(0)},
     "app.tasks.ml.aggregate_results": {"queue": CPU_QUEUE},
+    "app.tasks.ml.aggregate_region": {"queue": CPU_QUEUE},
     "app.tasks.io.*": {"queue": IO_QUEUE},
     "app.tasks.maintenance.*": {"queue": CPU_QUEUE},
     "celery.chord_unlock": {"queue": CPU_QUEUE},

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     # HTTP API.
     max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413
 
+    fault_plan_file: str | None = None  # resilience tests only; see app/faults.py
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"  # "console" renders for humans only when stderr is a terminal
 

@@ -27,7 +27,8 @@ def test_each_entrypoint_runs_its_pool_on_its_queues(isolated_broker: IsolatedBr
     assert _pool(stats, "gpu0") == "celery.concurrency.solo:TaskPool"
     assert _pool(stats, "cpu") == "celery.concurrency.prefork:TaskPool"
     assert _pool(stats, "io") == "celery.concurrency.gevent:TaskPool"
-    queues = {h.split("@")[0]: sorted(q["name"] for q in qs) for h, qs in isolated_broker.inspect("active_queues").items()}
+    active = isolated_broker.inspect("active_queues")
+    queues = {h.split("@")[0]: sorted(q["name"] for q in qs) for h, qs in active.items()}
     assert queues == {"gpu0": ["gpu_queue_0"], "cpu": ["cpu"], "io": ["io"]}
     # The GPU worker loaded its models at start; without CUDA it says so loudly.
     events = [line.get("event") for line in workers.logs("gpu")]

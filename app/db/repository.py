@@ -176,6 +176,36 @@ def _write_region(db: Session, *, session: ProcessingSession, region: Region, re
     return count
 
 
+def add_late_region(db: Session, *, photo_id: int, result: dict[str, Any]) -> ProcessingSession:
+    """Write one region's count after its session ended (a replayed child). Idempotent."""
+    session = get_session(db, photo_id=photo_id, lock=True)
+    index = int(result["region_index"])
+    region = db.scalars(select(Region).where(Region.session_id == session.id, Region.region_index == index)).one()
+    has_batch = db.scalar(select(func.count()).select_from(StockBatch).where(StockBatch.region_id == region.id))
+    if has_batch or result.get("failed"):
+        return session
+    region.error = None
+    count = _write_region(db, session=session, region=region, result=result, photo_id=photo_id)
+    session.total_count = (session.total_count or 0) + count
+    session.warnings = [w for w in session.warnings or [] if int(w["region_index"]) != index]
+    session.status = SessionStatus.WARNING if session.warnings else SessionStatus.COMPLETED
+    session.error = None
+    session.finished_at = utcnow()
+    return session
+
+
+def reopen_session(db: Session, *, photo_id: int, status: SessionStatus) -> bool:
+    """Make a failed session with no stock written runnable again; False if there is nothing to redo."""
+    session = get_session(db, photo_id=photo_id, lock=True)
+    if session.status != SessionStatus.FAILED:
+        return not SessionStatus(session.status).is_final
+    written = db.scalar(select(func.count()).select_from(StockBatch).where(StockBatch.session_id == session.id))
+    if written:
+        return False
+    session.status, session.error, session.finished_at = status, None, None
+    return True
+
+
 def fail_session(db: Session, *, photo_id: int, reason: str) -> None:
     """Mark a session failed, unless it already ended."""
     session = db.scalars(select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)).one_or_none()

@@ -9,7 +9,7 @@ import numpy as np
 from celery import chord
 from sqlalchemy.exc import IntegrityError
 
-from app import deadletter
+from app import deadletter, faults
 from app.celery_app import app
 from app.db import repository
 from app.db.session import db_session
@@ -46,6 +46,7 @@ class PhotoCache:
         with db_session() as db:
             key = repository.get_photo(db, photo_id=photo_id).storage_key
         self.loads += 1
+        faults.inject("storage.get", key)
         image = decode_rgb(get_storage().get(key))
         log.info("photo loaded", photo_id=photo_id, width=image.shape[1], height=image.shape[0])
         return image
@@ -87,6 +88,7 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
     dead-lettered and reported as failed, so the chord's callback still runs."""
     index = int(region["index"])
     try:
+        faults.inject("ml.count_region", f"{photo_id}:{index}")
         detections = count_region(photo_cache.get(photo_id), tuple(region["bbox"]), get_registry())
         result = region_result(index, detections)
         with db_session() as db:
@@ -123,6 +125,7 @@ def aggregate_results(self: AggregateTask, results: list[dict[str, Any]], photo_
     """Write all counts of a photo in one transaction. Safe to run twice."""
     results = sorted(results or [], key=lambda r: int(r["region_index"]))
     try:
+        faults.inject("db.write_counts", str(photo_id))
         with db_session() as db:
             session = repository.write_counts(db, photo_id=photo_id, results=results)
             summary = {"photo_id": photo_id, "status": session.status, "total_count": session.total_count,
@@ -139,3 +142,13 @@ def aggregate_results(self: AggregateTask, results: list[dict[str, Any]], photo_
     render_annotated.delay(photo_id)
     return summary
 
+
+
+@app.task(bind=True, base=PipelineTask)
+def aggregate_region(self: PipelineTask, result: dict[str, Any], photo_id: int) -> dict[str, Any]:
+    """Add one replayed region's count to a session that already ended."""
+    with db_session() as db:
+        session = repository.add_late_region(db, photo_id=photo_id, result=result)
+        summary = {"photo_id": photo_id, "status": session.status, "total_count": session.total_count}
+    log.info("late region aggregated", region_index=result.get("region_index"), status=summary["status"])
+    return summary

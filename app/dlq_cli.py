@@ -1,0 +1,87 @@
+"""`demeter dlq ...`: what an operator types to see and replay failures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sqlalchemy import select
+
+from app.db.models import DeadLetter
+from app.db.session import db_session
+from app.replay import ReplayRefused, pending_ids, purge, replay
+
+
+def _row(letter: DeadLetter) -> dict[str, object]:
+    return {
+        "id": letter.id,
+        "task": letter.task_name.rsplit(".", 1)[-1],
+        "photo_id": letter.photo_id,
+        "error": f"{letter.exception_type}: {letter.exception_message}"[:120],
+        "retries": letter.retries,
+        "correlation_id": letter.correlation_id,
+        "last_failed_at": letter.last_failed_at.isoformat(timespec="seconds"),
+        "replayed_as": letter.replay_task_id,
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    with db_session() as db:
+        query = select(DeadLetter).order_by(DeadLetter.id)
+        if not args.all:
+            query = query.where(DeadLetter.replayed_at.is_(None))
+        rows = [_row(letter) for letter in db.scalars(query)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        photo = f"photo={row['photo_id']!s:<6}"
+        print(f"{row['id']:>5}  {row['task']:<18} {photo} retries={row['retries']}  {row['error']}")
+    print(f"{len(rows)} dead letter(s)")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from app.celery_app import app  # noqa: F401  (settings and models loaded)
+
+    with db_session() as db:
+        letter = db.get(DeadLetter, args.id)
+        if letter is None:
+            print(f"no dead letter {args.id}")
+            return 1
+        print(json.dumps({**_row(letter), "task_name": letter.task_name, "task_id": letter.task_id,
+                          "args": letter.args, "kwargs": letter.kwargs, "queue": letter.queue,
+                          "first_failed_at": letter.first_failed_at.isoformat(timespec="seconds"),
+                          "traceback": letter.traceback}, indent=2, default=str))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from app.celery_app import app
+
+    ids = pending_ids(args.task) if args.all else [args.id]
+    if ids == [None]:
+        print("replay needs an id or --all")
+        return 2
+    failures = 0
+    for letter_id in ids:
+        try:
+            print(f"dead letter {letter_id} replayed as task {replay(letter_id, app)}")
+        except ReplayRefused as refused:
+            print(f"dead letter {letter_id} not replayed: {refused}")
+            failures += 1
+    return 1 if failures else 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    try:
+        print(f"purged {purge(args.id, args.older_than)} dead letter(s)")
+    except ReplayRefused as refused:
+        print(refused)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    commands = {"list": _list, "show": _show, "replay": _replay, "purge": _purge}
+    return commands[args.dlq_command](args)

@@ -1,0 +1,84 @@
+"""Replaying dead letters: send the original task again, once, with its correlation id.
+
+The replay gets a new task id, recorded on the dead letter with the time, so a second
+replay of the same entry is refused; and every side effect of the tasks is idempotent,
+so even a forced second run writes nothing twice. A session that failed without
+writing stock is reopened first, so the replayed task can complete it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from celery import Celery, chain
+from sqlalchemy import delete, select
+
+from app.db import repository
+from app.db.models import DeadLetter, SessionStatus, utcnow
+from app.db.session import db_session
+from app.errors import PipelineError
+from app.observability import correlation
+
+PARENT = "app.tasks.ml.ml_parent_task"
+CHILD = "app.tasks.ml.ml_child_task"
+AGGREGATE = "app.tasks.ml.aggregate_results"
+
+
+class ReplayRefused(PipelineError):
+    """This dead letter cannot (or need not) be replayed."""
+
+
+def replay(letter_id: int, celery: Celery) -> str:
+    """Re-send one dead letter's task; return the new task id."""
+    with db_session() as db:
+        letter = db.get(DeadLetter, letter_id, with_for_update=True)
+        if letter is None:
+            raise ReplayRefused(f"no dead letter {letter_id}")
+        if letter.replayed_at is not None:
+            raise ReplayRefused(f"dead letter {letter_id} was already replayed as task {letter.replay_task_id}")
+        if letter.photo_id is not None and letter.task_name in (PARENT, AGGREGATE):
+            status = SessionStatus.PENDING if letter.task_name == PARENT else SessionStatus.PROCESSING
+            if not repository.reopen_session(db, photo_id=letter.photo_id, status=status):
+                raise ReplayRefused(f"photo {letter.photo_id} already has its stock rows; nothing to replay")
+        task_id = str(uuid.uuid4())
+        _send(celery, letter, task_id)
+        letter.replayed_at, letter.replay_task_id = utcnow(), task_id
+        return task_id
+
+
+def _send(celery: Celery, letter: DeadLetter, task_id: str) -> None:
+    headers = {correlation.MESSAGE_HEADER: letter.correlation_id} if letter.correlation_id else {}
+    options = {"task_id": task_id, "headers": headers}
+    if letter.queue:
+        options["queue"] = letter.queue
+    if letter.task_name == CHILD and letter.photo_id is not None:
+        # A replayed region is added to its session by a small callback of its own.
+        child = celery.signature(CHILD, args=letter.args, kwargs=letter.kwargs, options=options)
+        callback = celery.signature(
+            "app.tasks.ml.aggregate_region", args=[letter.photo_id], options={"headers": headers}
+        )
+        chain(child, callback).apply_async()
+        return
+    celery.send_task(letter.task_name, args=letter.args, kwargs=letter.kwargs, **options)
+
+
+def pending_ids(task_name: str | None = None) -> list[int]:
+    with db_session() as db:
+        query = select(DeadLetter.id).where(DeadLetter.replayed_at.is_(None)).order_by(DeadLetter.id)
+        if task_name:
+            query = query.where(DeadLetter.task_name == task_name)
+        return list(db.scalars(query))
+
+
+def purge(letter_id: int | None = None, older_than_days: float | None = None) -> int:
+    """Delete one dead letter, or those last failed more than N days ago."""
+    with db_session() as db:
+        query = delete(DeadLetter)
+        if letter_id is not None:
+            query = query.where(DeadLetter.id == letter_id)
+        elif older_than_days is not None:
+            query = query.where(DeadLetter.last_failed_at < utcnow() - timedelta(days=older_than_days))
+        else:
+            raise ReplayRefused("purge needs an id or --older-than")
+        return int(db.execute(query).rowcount or 0)  # type: ignore[attr-defined]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from celery import Celery
+
 from app.config import get_settings
 from app.db import repository
 from app.db.models import Photo
@@ -51,8 +53,12 @@ def submit_photo(
     filename: str | None = None,
     correlation_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    celery: Celery | None = None,
 ) -> Submission:
-    """Validate (raises InvalidImage), store, record and enqueue one photo."""
+    """Validate (raises InvalidImage), store, record and enqueue one photo.
+
+    `celery` is the app to publish with (default: the service's own).
+    """
     info = inspect_image(data)
     cid = correlation.sanitize(correlation_id or correlation.correlation_id.get())
     key = new_key("original", info.extension)
@@ -70,7 +76,7 @@ def submit_photo(
         raise
     queue = choose_gpu_queue(photo_id)
     try:
-        task_id = _enqueue(photo_id, cid, queue)
+        task_id = enqueue(photo_id, cid, queue, celery)
     except Exception as exc:
         _forget(photo_id, key)
         raise BrokerUnavailable(f"could not queue photo {photo_id}: {exc}") from exc
@@ -78,11 +84,12 @@ def submit_photo(
     return Submission(photo_id, photo_uuid, session_uuid, task_id, cid, queue)
 
 
-def _enqueue(photo_id: int, cid: str, queue: str) -> str:
-    from app.tasks.ml import ml_parent_task
+def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None) -> str:
+    """Publish ml_parent_task for a stored photo and note the task id on its session."""
+    from app.celery_app import app as default_app
 
-    result = ml_parent_task.apply_async(
-        args=[photo_id], kwargs={"correlation_id": cid}, queue=queue,
+    result = (celery or default_app).send_task(
+        "app.tasks.ml.ml_parent_task", args=[photo_id], kwargs={"correlation_id": cid}, queue=queue,
         headers={correlation.MESSAGE_HEADER: cid}, retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )

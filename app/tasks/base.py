@@ -40,6 +40,9 @@ class PipelineTask(Task):
     retry_jitter = _settings.retry_jitter
     throws = (PermanentError,)  # expected failures: logged without a traceback
 
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        log.info("task started", retries=self.request.retries)
+
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: ExceptionInfo) -> None:
         deadletter.record(self, exc, list(args or ()), dict(kwargs or {}))
         self.after_dead_letter(exc, list(args or ()), dict(kwargs or {}))

@@ -7,12 +7,12 @@ the stored file again, so a broker outage leaves no half-created session.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
 
-from app.config import get_settings
 from app.db import repository
 from app.db.models import Photo
 from app.db.session import db_session
@@ -39,12 +39,47 @@ class Submission:
     queue: str
 
 
-def choose_gpu_queue(photo_id: int) -> str:
-    """Spread photos over the GPU queues round-robin by photo id (one queue per GPU worker)."""
-    from app.celery_app import gpu_queues
+class GpuQueuePicker:
+    """Spread photos over the GPU queues that have a live consumer.
 
-    queues = gpu_queues(get_settings())
-    return queues[photo_id % len(queues)]
+    Policy: round-robin by photo id over the queues some worker consumes now (asked
+    over the broker, remembered for LIVE_QUEUES_TTL seconds); when no worker answers,
+    over all configured queues, so the photo waits for the first GPU worker to come.
+    A photo's children later follow its parent's queue (see ml_parent_task).
+    """
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self._live: tuple[float, list[str]] | None = None
+
+    def configured(self, celery: Celery) -> list[str]:
+        return sorted(q.name for q in celery.conf.task_queues if q.name.startswith("gpu_queue_"))
+
+    def live(self, celery: Celery) -> list[str]:
+        now = time.monotonic()
+        if self._live is None or now - self._live[0] > self.ttl:
+            try:
+                replies = celery.control.inspect(timeout=0.5).active_queues() or {}
+            except Exception:
+                replies = {}
+            consumed = {q["name"] for queues in replies.values() for q in queues}
+            self._live = (now, sorted(consumed & set(self.configured(celery))))
+        return self._live[1]
+
+    def pick(self, photo_id: int, celery: Celery) -> str:
+        queues = self.configured(celery)
+        if len(queues) > 1:
+            queues = self.live(celery) or queues
+        return queues[photo_id % len(queues)]
+
+
+gpu_queue_picker = GpuQueuePicker()
+
+
+def choose_gpu_queue(photo_id: int, celery: Celery | None = None) -> str:
+    from app.celery_app import app as default_app
+
+    return gpu_queue_picker.pick(photo_id, celery or default_app)
 
 
 def submit_photo(
@@ -74,7 +109,7 @@ def submit_photo(
     except Exception:
         storage.delete(key)
         raise
-    queue = choose_gpu_queue(photo_id)
+    queue = choose_gpu_queue(photo_id, celery)
     try:
         task_id = enqueue(photo_id, cid, queue, celery)
     except Exception as exc:

@@ -69,11 +69,15 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+def isolated_broker_urls() -> tuple[str, str]:
+    flush_redis(REDIS, ISOLATED_DB, ISOLATED_DB + 1)
+    return f"{REDIS}/{ISOLATED_DB}", f"{REDIS}/{ISOLATED_DB + 1}"
+
+
 @pytest.fixture
 def isolated_broker(database: str, tmp_path: Path) -> Iterator[IsolatedBroker]:
     """A broker and result backend of their own, for tests that start and break workers."""
-    flush_redis(REDIS, ISOLATED_DB, ISOLATED_DB + 1)
-    broker = IsolatedBroker(f"{REDIS}/{ISOLATED_DB}", f"{REDIS}/{ISOLATED_DB + 1}", tmp_path)
+    broker = IsolatedBroker(*isolated_broker_urls(), tmp_path)
     yield broker
     broker.close()
     flush_redis(REDIS, ISOLATED_DB, ISOLATED_DB + 1)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import redis
 
+from tests.conftest import isolated_broker_urls
 from tests.utils.processes import IsolatedBroker
 
 PROCESS_INFO = "app.tasks.maintenance.process_info"
@@ -95,3 +97,36 @@ def test_prefork_worker_recycles_its_children(isolated_broker: IsolatedBroker) -
     pids = [isolated_broker.send(PROCESS_INFO, "cpu").get(timeout=60)["pid"] for _ in range(5)]
 
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4], pids
+
+
+def test_two_gpu_queues_spread_photos_and_keep_children_with_their_parent(
+    database: str, tmp_path: Path
+) -> None:
+    from app.intake import submit_photo
+    from tests.utils.photos import synthetic_jpeg, wait_final
+
+    broker = IsolatedBroker(isolated_broker_urls()[0], isolated_broker_urls()[1], tmp_path, gpu_queues=2)
+    try:
+        for index in (0, 1):
+            broker.workers.start(f"gpu{index}", ["-m", "workers.gpu"], env={"GPU_INDEX": str(index)})
+        broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"])
+        broker.wait_ready(["gpu0", "gpu1", "cpu"])
+
+        photo_ids = [submit_photo(synthetic_jpeg(9500 + i, width=1024, height=768), celery=broker.app).photo_id
+                     for i in range(4)]
+        for photo_id in photo_ids:
+            assert wait_final(photo_id).status == "completed"
+
+        ran_parent = {}
+        for worker in ("gpu0", "gpu1"):
+            for line in broker.workers.logs(worker):
+                if line.get("event") == "photo segmented":
+                    ran_parent[line["photo_id"]] = worker
+        assert set(ran_parent) == set(photo_ids)
+        assert set(ran_parent.values()) == {"gpu0", "gpu1"}  # spread over both GPUs
+        for worker in ("gpu0", "gpu1"):
+            for line in broker.workers.logs(worker):
+                if line.get("event") == "region counted":
+                    assert ran_parent[line["photo_id"]] == worker  # children stay with their parent
+    finally:
+        broker.close()

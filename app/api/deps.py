@@ -29,6 +29,10 @@ def request_correlation_id(request: Request) -> str:
     return value if isinstance(value, str) else correlation.new_correlation_id()
 
 
+SettingsDep = Annotated[Settings, Depends(api_settings)]
+CorrelationIdDep = Annotated[str, Depends(request_correlation_id)]
+
+
 def photo_or_404(photo_id: Annotated[str, Path(description="the photo's UUID", examples=[
         "3f2b8c1e-5d4a-4b7e-9a61-0c2d3e4f5a6b"])]) -> Photo:
     """Malformed and unknown ids are both simply "no such photo"."""
@@ -41,12 +45,12 @@ def photo_or_404(photo_id: Annotated[str, Path(description="the photo's UUID", e
         with db_session() as db:
             photo = find_photo(db, photo_uuid=photo_uuid)
     if photo is None:
-        raise ApiError(404, "photo_not_found", f"no photo with id {photo_id!r}")
+        raise ApiError(404, "photo_not_found", f"no photo with id {photo_id[:64]!r}")
     return photo
 
 
 async def photo_upload(
-    settings: Annotated[Settings, Depends(api_settings)],
+    settings: SettingsDep,
     file: Annotated[UploadFile, File(description="the photo: JPEG, PNG or WebP")],
 ) -> Upload:
     """The uploaded bytes, within the size limit, announcing a supported image type.
@@ -72,8 +76,6 @@ def photo_metadata(
     return {key: value for key, value in {"bench": bench, "notes": notes}.items() if value}
 
 
-SettingsDep = Annotated[Settings, Depends(api_settings)]
-CorrelationIdDep = Annotated[str, Depends(request_correlation_id)]
 PhotoDep = Annotated[Photo, Depends(photo_or_404)]
 UploadDep = Annotated[Upload, Depends(photo_upload)]
 MetadataDep = Annotated[dict[str, str], Depends(photo_metadata)]

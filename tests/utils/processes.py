@@ -16,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
-    lines = []
+    lines: list[dict[str, Any]] = []
     if not path.exists():
         return lines
     for raw in path.read_text(errors="replace").splitlines():
@@ -94,12 +94,14 @@ class WorkerSet:
 class IsolatedBroker:
     """A Celery client app on its own Redis databases, with workers started against them."""
 
-    def __init__(self, broker_url: str, result_backend: str, log_dir: Path) -> None:
+    def __init__(self, broker_url: str, result_backend: str, log_dir: Path, gpu_queues: int = 1) -> None:
         from app.celery_app import create_app
         from app.config import get_settings
 
-        self.env = {"BROKER_URL": broker_url, "RESULT_BACKEND": result_backend}
-        settings = get_settings().model_copy(update={"broker_url": broker_url, "result_backend": result_backend})
+        self.env = {"BROKER_URL": broker_url, "RESULT_BACKEND": result_backend, "GPU_QUEUES": str(gpu_queues)}
+        settings = get_settings().model_copy(
+            update={"broker_url": broker_url, "result_backend": result_backend, "gpu_queues": gpu_queues}
+        )
         self.app = create_app(settings)
         self.workers = WorkerSet(log_dir, env=self.env)
 

@@ -24,8 +24,8 @@ SWEEP = "app.tasks.maintenance.sweep_stale_sessions"
 def stuck_photo(age_seconds: int) -> int:
     """A photo whose session has been `processing` for `age_seconds`, as if its worker died."""
     with db_session() as db:
-        photo, session = repository.create_photo(db, storage_key=f"original/test/{uuid.uuid4()}.jpg",
-                                                 content_type="image/jpeg", width=640, height=480, size_bytes=1)
+        photo, _ = repository.create_photo(db, storage_key=f"original/test/{uuid.uuid4()}.jpg",
+                                           content_type="image/jpeg", width=640, height=480, size_bytes=1)
         photo_id = photo.id
     long_ago = utcnow() - timedelta(seconds=age_seconds)
     with db_session() as db:

@@ -8,6 +8,7 @@ callback and a dead letter in each pool (solo, prefork, gevent) whatever the mod
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -19,14 +20,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from app.celery_app import app as celery
 from app.config import get_settings
 from app.db import repository
-from app.db.models import DeadLetter
+from app.db.models import DeadLetter, Photo
 from app.db.session import db_session
 from app.intake import submit_photo
 from app.ml.images import inspect_image
@@ -117,6 +120,51 @@ def test_demeter_logs_prints_the_photo_in_time_order(workers: WorkerSet) -> None
     for expected in ("photo segmented", "photo aggregated", "annotated image stored", "] received", "succeeded"):
         assert expected in text
     assert printed[0].split()[4].startswith("ml_parent_task[")  # the parent's "received" line opens the story
+
+
+def _upload(headers: dict[str, str], seed: int) -> tuple[str, int]:
+    """POST one photo to the HTTP API in this process; the correlation id it answered and the photo's row id."""
+    from app.api.main import create_app
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.post("/api/v1/photos", headers=headers,
+                                     files={"file": ("bench.jpg", synthetic_jpeg(seed), "image/jpeg")})
+
+    response = asyncio.run(post())
+    assert response.status_code == 202, response.text
+    cid = response.headers[correlation.HEADER]
+    assert response.json()["correlation_id"] == cid
+    with db_session() as db:
+        photo_id = db.scalars(select(Photo.id).where(Photo.uuid == UUID(response.json()["photo_id"]))).one()
+    return cid, photo_id
+
+
+def _photo_lines_carry(workers: WorkerSet, photo_id: int, cid: str) -> None:
+    session = wait_final(photo_id)
+    wait_rendered(workers, photo_id)
+    assert session.correlation_id == cid
+    lines = [line for line in pipeline_lines(workers) if line.get("photo_id") == photo_id]
+    assert {line.get("correlation_id") for line in lines} == {cid}
+    assert {"app.tasks.ml.ml_parent_task", "app.tasks.ml.aggregate_results",
+            "app.tasks.io.render_annotated"} <= {line.get("task_name") for line in lines}
+
+
+def test_an_upload_through_the_api_keeps_its_x_correlation_id_to_the_last_task(workers: WorkerSet) -> None:
+    sent = new_cid("api")
+
+    cid, photo_id = _upload({correlation.HEADER: sent}, 9203)
+
+    assert cid == sent
+    _photo_lines_carry(workers, photo_id, sent)
+
+
+def test_an_upload_without_the_header_gets_a_generated_id_that_its_tasks_carry(workers: WorkerSet) -> None:
+    cid, photo_id = _upload({}, 9204)
+
+    assert re.fullmatch(r"[0-9a-f]{32}", cid)
+    _photo_lines_carry(workers, photo_id, cid)
 
 
 def test_a_dead_letter_carries_the_correlation_id_from_the_header(workers: WorkerSet) -> None:

@@ -11,8 +11,9 @@ from PIL import Image, ImageOps
 
 from app.errors import InvalidImage
 
-SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+# MPO is how Pillow names a JPEG with a multi-picture segment, as many cameras and phones write.
+SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
 MAX_PIXELS = 50_000_000  # ~ 8k x 6k; far above any bench camera, far below a decompression bomb
 
 

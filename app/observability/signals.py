@@ -62,7 +62,7 @@ def _attach_correlation_id(headers: dict[str, Any] | None = None, **_: Any) -> N
         return
     current = correlation.correlation_id.get()
     if current and not headers.get(correlation.MESSAGE_HEADER):
-        headers[correlation.MESSAGE_HEADER] = current
+        pass  # MUTATION
 
 
 @lru_cache(maxsize=256)

@@ -59,6 +59,11 @@ def process_info(self: PipelineTask) -> dict[str, Any]:
     }
 
 
+@app.task(base=PipelineTask)
+def noop(*_: Any) -> None:
+    """Does nothing: the benchmarks time Celery itself with it."""
+
+
 @app.task(bind=True, base=PipelineTask)
 def dead_letter_report(self: PipelineTask) -> dict[str, Any]:
     """Log how many dead letters wait for an operator, by task."""

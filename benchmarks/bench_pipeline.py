@@ -1,0 +1,226 @@
+"""End-to-end throughput: HTTP API -> Celery -> PostgreSQL, against the same work in one process.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--photos 20] [--rss-photos 200] [--json]
+
+Needs the local Redis and PostgreSQL (as the tests do). Starts a uvicorn API, one GPU
+(solo) worker and one CPU worker as subprocesses, warms them, then measures in one run:
+- photos/s through the API with warm workers (upload all, wait until all sessions end);
+- photos/s of `analyse_photo` on the same photos in this process (the in-process floor);
+- chords/s of a no-op chord with the same fan-out on the same Redis (Celery alone);
+- the GPU worker's resident memory after the warm-up and after --rss-photos photos.
+The overhead ratio is pipeline / in-process: 1.0 means queueing, chords and database cost nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+REDIS = "redis://127.0.0.1:6379"
+POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+BENCH_DB = "demeter_bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def configure_environment(data_dir: Path) -> dict[str, str]:
+    env = {
+        "DATA_DIR": str(data_dir),
+        "DATABASE_URL": f"{POSTGRES}/{BENCH_DB}",
+        "BROKER_URL": f"{REDIS}/2",
+        "RESULT_BACKEND": f"{REDIS}/3",
+        "STORAGE_BACKEND": "local",
+        "LOG_LEVEL": "WARNING",
+        "GPU_MAX_TASKS_PER_CHILD": "0",  # measure one process: no recycling during the run
+    }
+    os.environ.update(env)
+    return env
+
+
+def reset_services() -> None:
+    from tests.utils.services import create_database, flush_redis
+
+    create_database(POSTGRES, BENCH_DB)
+    flush_redis(REDIS, 2, 3)
+    from app.db.migrate import upgrade_database
+
+    upgrade_database()
+
+
+class Services:
+    """The API and the workers, as the production entrypoints run them."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self.log_dir = log_dir
+        self.port = _free_port()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        commands = {
+            "api": ["-m", "app", "api", "--port", str(self.port)],
+            "gpu": ["-m", "workers.gpu"],
+            "cpu": ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
+        }
+        for name, args in commands.items():
+            log = (self.log_dir / f"{name}.log").open("ab")
+            self.processes.append(subprocess.Popen([sys.executable, *args], env=self.env, cwd=ROOT,
+                                                   stdout=log, stderr=subprocess.STDOUT))
+        from app.celery_app import app
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            seen = {host.split("@")[0] for reply in app.control.ping(timeout=1.0) or [] for host in reply}
+            if {"gpu0", "cpu"} <= seen and self._api_up():
+                return
+        raise TimeoutError("services did not start")
+
+    def _api_up(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=60)
+
+
+FINAL = {"completed", "warning", "failed"}
+
+
+def upload_and_wait(port: int, photos: list[bytes]) -> float:
+    """Seconds from the first upload until the API reports every photo finished."""
+    import httpx
+
+    started = time.perf_counter()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        urls = []
+        for index, data in enumerate(photos):
+            response = client.post("/api/v1/photos", files={"file": (f"bench-{index}.jpg", data, "image/jpeg")})
+            response.raise_for_status()
+            urls.append(response.json()["status_url"])
+        statuses = []
+        for url in urls:
+            while (status := client.get(url).json()["status"]) not in FINAL:
+                time.sleep(0.1)
+            statuses.append(status)
+    elapsed = time.perf_counter() - started
+    if any(status != "completed" for status in statuses):
+        raise RuntimeError(f"not every photo completed: {statuses}")
+    return elapsed
+
+
+def in_process(photos: list[bytes]) -> tuple[float, float]:
+    """Seconds for the same photos through analyse_photo in this process; mean regions per photo."""
+    from app.config import get_settings
+    from app.ml.images import decode_rgb
+    from app.ml.pipeline import analyse_photo
+    from app.ml.registry import ModelRegistry
+
+    registry = ModelRegistry(get_settings())
+    registry.preload()
+    started = time.perf_counter()
+    regions = [len(analyse_photo(decode_rgb(data), registry).regions) for data in photos]
+    return time.perf_counter() - started, sum(regions) / len(regions)
+
+
+def noop_chords(count: int, fan_out: int) -> float:
+    """Seconds for `count` chords of `fan_out` no-op children on the GPU queue and a no-op callback."""
+    from celery import chord
+
+    from app.celery_app import app
+
+    noop = app.signature("app.tasks.maintenance.noop")
+    started = time.perf_counter()
+    results = [
+        chord([noop.clone().set(queue="gpu_queue_0") for _ in range(fan_out)], noop.clone().set(queue="cpu"))()
+        for _ in range(count)
+    ]
+    for result in results:
+        result.get(timeout=600)
+    return time.perf_counter() - started
+
+
+def gpu_worker_rss_kb() -> int:
+    from app.celery_app import app
+
+    info = app.send_task("app.tasks.maintenance.process_info", queue="gpu_queue_0").get(timeout=120)
+    return int(info["rss_kb"])
+
+
+def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
+    from tests.utils.photos import synthetic_jpeg
+
+    data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-"))
+    env = configure_environment(data_dir)
+    reset_services()
+    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
+    services = Services(env, data_dir)
+    services.start()
+    try:
+        upload_and_wait(services.port, photos[:2])  # warm: models loaded, connections open
+        rss_warm = gpu_worker_rss_kb()
+        pipeline_s = upload_and_wait(services.port, photos)
+        inprocess_s, fan_out = in_process(photos)
+        noop_s = noop_chords(n_photos, max(1, round(fan_out)))
+        result: dict[str, Any] = {
+            "photos": n_photos,
+            "photos_per_s_pipeline": round(n_photos / pipeline_s, 4),
+            "photos_per_s_inprocess": round(n_photos / inprocess_s, 4),
+            "overhead_ratio": round(inprocess_s / pipeline_s, 4),
+            "chords_per_s_noop": round(n_photos / noop_s, 2),
+            "regions_per_photo": round(fan_out, 2),
+            "gpu_worker_rss_kb_warm": rss_warm,
+        }
+        processed = n_photos + 2
+        result[f"gpu_worker_rss_kb_after_{processed}"] = first = gpu_worker_rss_kb()
+        if rss_photos > processed:
+            extra = [synthetic_jpeg(9700 + i % 50) for i in range(rss_photos - processed)]
+            for start in range(0, len(extra), 20):
+                upload_and_wait(services.port, extra[start : start + 20])
+            last = gpu_worker_rss_kb()
+            result[f"gpu_worker_rss_kb_after_{rss_photos}"] = last
+            result["rss_growth_ratio"] = round(last / first, 4)
+        return result
+    finally:
+        services.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=20)
+    parser.add_argument("--rss-photos", type=int, default=0, help="also push this many photos and compare RSS")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.photos, args.rss_photos)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:<32} {value}")
+        print(f"\npipeline reaches {result['overhead_ratio']:.0%} of the in-process throughput")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -89,6 +89,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # SIGTERM is a warm shutdown: the running task finishes. A second signal (cold shutdown)
+        # still gives running tasks this long before they are cancelled and requeued.
+        "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout,
         "task_track_started": True,
         "worker_send_task_events": True,
         "task_send_sent_event": True,

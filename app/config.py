@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     gpu_max_tasks_per_child: int = 50
     gpu_max_memory_per_child_kb: int = 8_000_000
     gpu_max_cuda_memory_mb: int = 0
+    # After a cold shutdown request, running tasks get this many seconds to finish (Celery soft shutdown).
+    worker_soft_shutdown_timeout: float = 60.0
     cpu_concurrency: int = 0  # 0 = number of cores
     cpu_max_tasks_per_child: int = 1000
     cpu_max_memory_per_child_kb: int = 1_000_000

@@ -62,7 +62,7 @@ def _attach_correlation_id(headers: dict[str, Any] | None = None, **_: Any) -> N
         return
     current = correlation.correlation_id.get()
     if current and not headers.get(correlation.MESSAGE_HEADER):
-        pass  # MUTATION
+        headers[correlation.MESSAGE_HEADER] = current
 
 
 @lru_cache(maxsize=256)

@@ -53,7 +53,13 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
-    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    options: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout,
+        # Redis: look for messages of dead workers every few seconds, not every 100 s (kombu's
+        # default of 10 s x throttle 10), so a task past its visibility timeout comes back soon.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
+    }
     if settings.embedded_broker:
         folder = settings.broker_folder
         for sub in ("messages", "control"):

@@ -50,8 +50,10 @@ def faults(tmp_path: Path) -> Faults:
 
 
 def start_workers(broker: IsolatedBroker, faults: Faults, gpu_env: dict[str, str] | None = None,
-                  cpu_env: dict[str, str] | None = None) -> None:
-    env = {"FAULT_PLAN_FILE": str(faults.path), "VISIBILITY_TIMEOUT": "8"}
+                  cpu_env: dict[str, str] | None = None, visibility_timeout: int = 3600) -> None:
+    """A GPU and a CPU worker. A short visibility timeout brings a killed worker's task back soon,
+    but must stay above the longest wait of a prefetched or retrying task, or tasks run twice."""
+    env = {"FAULT_PLAN_FILE": str(faults.path), "VISIBILITY_TIMEOUT": str(visibility_timeout)}
     broker.workers.start("gpu", ["-m", "workers.gpu"], env={**env, **(gpu_env or {})})
     broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
                          env={**env, **(cpu_env or {})})
@@ -158,7 +160,7 @@ def test_worker_stopped_in_the_middle_of_a_child_task(
     isolated_broker: IsolatedBroker, faults: Faults, sig: signal.Signals
 ) -> None:
     faults.set({"ml.count_region": {"delay": 3.0}})  # long enough to be caught in the middle
-    start_workers(isolated_broker, faults)
+    start_workers(isolated_broker, faults, visibility_timeout=8)
     submission = submit_photo(synthetic_jpeg(9320), celery=isolated_broker.app)
     _wait_for_log(isolated_broker, "gpu", "app.tasks.ml.ml_child_task[")
 
@@ -210,7 +212,7 @@ def test_redis_restart_with_queued_photos(tmp_path: Path, faults: Faults, persis
     url, restart = persistent_redis
     broker = IsolatedBroker(f"{url}/0", f"{url}/1", tmp_path)
     try:
-        start_workers(broker, faults)
+        start_workers(broker, faults, visibility_timeout=10)
         photos = [submit_photo(synthetic_jpeg(9330 + i, **SMALL), celery=broker.app) for i in range(3)]
 
         restart(down_for=2.0)

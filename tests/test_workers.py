@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 from tests.conftest import isolated_broker_urls
-from tests.utils.processes import IsolatedBroker
+from tests.utils.processes import IsolatedBroker, WorkerSet
 
 PROCESS_INFO = "app.tasks.maintenance.process_info"
 
@@ -55,6 +55,16 @@ def _unacked(broker_url: str, settle: float = 5.0) -> int:
         client.close()
 
 
+def _succeeded(workers: WorkerSet, expected: int = 7, settle: float = 5.0) -> int:
+    """Tasks the worker logged as succeeded (its log line follows the result by a moment)."""
+    deadline = time.monotonic() + settle
+    while True:
+        count = sum(1 for line in workers.logs("gpu") if "succeeded in" in str(line.get("event")))
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.2)
+
+
 def test_solo_worker_recycles_after_max_tasks_and_loses_nothing(isolated_broker: IsolatedBroker) -> None:
     workers = isolated_broker.workers
     workers.start("gpu", ["-m", "workers.supervise", sys.executable, "-m", "workers.gpu"],
@@ -69,8 +79,7 @@ def test_solo_worker_recycles_after_max_tasks_and_loses_nothing(isolated_broker:
     assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
     recycles = [line for line in workers.logs("gpu") if line.get("event") == "recycling worker process"]
     assert len(recycles) == 2
-    succeeded = [line for line in workers.logs("gpu") if "succeeded in" in str(line.get("event"))]
-    assert len(succeeded) == 7  # each task ran exactly once
+    assert _succeeded(workers) == 7  # each task ran exactly once
     assert _unacked(isolated_broker.env["BROKER_URL"]) == 0  # and each was acknowledged
 
 

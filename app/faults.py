@@ -7,7 +7,7 @@ told to misbehave and to recover without a restart:
      "ml.count_region": {"delay": 2.0}}
 
 `fail_first` fails the first N calls per key in this process, `rate` fails calls at
-random, `delay` sleeps first. Each failure raises the transient error of that point.
+random, `delay` sleeps first; `keys` limits a rule to those keys (e.g. "<photo_id>:<region>"). Each failure raises the transient error of that point.
 Refused outside development and test environments.
 """
 
@@ -41,7 +41,7 @@ def _plan() -> dict[str, Any]:
 def inject(point: str, key: str = "") -> None:
     """Raise (or delay) here if the current plan says so."""
     rule = _plan().get(point)
-    if not rule:
+    if not rule or ("keys" in rule and key not in rule["keys"]):
         return
     if rule.get("delay"):
         time.sleep(float(rule["delay"]))

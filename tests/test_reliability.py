@@ -146,6 +146,32 @@ def test_corrupt_photo_is_one_dead_letter_and_replays_once_fixed(
     assert len(movements_of(bad_id)) == (wait_final(bad_id).regions_total or 0)
 
 
+def test_region_failing_for_good_leaves_a_warning_and_replays_into_the_session(
+    isolated_broker: IsolatedBroker, faults: Faults
+) -> None:
+    start_workers(isolated_broker, faults)
+    submission = submit_photo(synthetic_jpeg(9360, **SMALL), celery=isolated_broker.app)
+    faults.set({"ml.count_region": {"fail_first": 99, "keys": [f"{submission.photo_id}:0"]}})
+
+    session = assert_accounted_once(submission.photo_id)
+
+    assert session.regions_total and session.regions_total >= 2
+    assert session.status == "warning"
+    assert [w["region_index"] for w in session.warnings] == [0]
+    (letter,) = dead_letters_for(submission.photo_id)
+    assert letter.task_name == "app.tasks.ml.ml_child_task" and letter.retries == 3
+    counted_before = session.total_count or 0
+
+    faults.set({})
+    replay(letter.id, isolated_broker.app)
+    deadline = time.monotonic() + 60
+    while wait_final(submission.photo_id).status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    session = assert_accounted_once(submission.photo_id)
+    assert session.status == "completed" and session.warnings == []
+    assert (session.total_count or 0) > counted_before
+
+
 def _wait_for_log(broker: IsolatedBroker, name: str, needle: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

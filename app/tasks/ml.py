@@ -13,7 +13,6 @@ from app import deadletter, faults
 from app.celery_app import app
 from app.db import repository
 from app.db.session import db_session
-from app.errors import PermanentError
 from app.ml.images import decode_rgb
 from app.ml.pipeline import count_region, find_regions, region_result
 from app.ml.registry import get_registry
@@ -105,7 +104,7 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
         if self.request.retries < self.max_retries:
             raise self.retry(exc=exc, countdown=backoff_delay(self.request.retries)) from exc
         return _region_failed(self, exc, region, photo_id)
-    except PermanentError as exc:
+    except Exception as exc:  # permanent, or a bug: either way the chord must still reach its callback
         return _region_failed(self, exc, region, photo_id)
 
 

@@ -7,8 +7,8 @@ told to misbehave and to recover without a restart:
      "ml.count_region": {"delay": 2.0}}
 
 `fail_first` fails the first N calls per key in this process, `rate` fails calls at
-random, `delay` sleeps first; `keys` limits a rule to those keys (e.g. "<photo_id>:<region>"). Each failure raises the transient error of that point.
-Refused outside development and test environments.
+random, `delay` sleeps first; `keys` limits a rule to those keys (e.g. "<photo_id>:<region>").
+Each failure raises the transient error of that point. Ignored in production.
 """
 
 from __future__ import annotations

@@ -46,10 +46,17 @@ class Settings(BaseSettings):
     segmentation_class_map: dict[str, str] = Field(default_factory=lambda: {"tray": "tray", "segment": "segment"})
     device: str = "auto"  # "auto" picks cuda:0 when available, else cpu
     segmentation_imgsz: int = 512
-    segmentation_confidence: float = 0.5
+    segmentation_confidence: float = 0.25
     detection_imgsz: int = 320
     detection_confidence: float = 0.35
     detection_batch_size: int = 16
+    # Who runs the detector network over the slices; see benchmarks/README.md for the measurements.
+    # "auto": openvino on a CPU (torch when openvino is not installed), torch on CUDA.
+    # onnx/openvino run an export that the first load builds beside the weights (rebuilt when they change).
+    detection_runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    # "auto": fp16 on CUDA, fp32 on a CPU. bf16 (torch, openvino) and fp16 (openvino) trade a little
+    # agreement with fp32 for speed where the CPU has the instructions.
+    detection_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     slice_size: int = 320  # pixels at the reference long side below
     slice_reference_side: int = 2048  # slices grow with the photo so plants keep their scale
     slice_overlap: float = 0.2

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 
@@ -32,12 +33,53 @@ def _simplify(polygon: np.ndarray, max_points: int = 64) -> list[list[float]]:
     return [[round(float(x), 1), round(float(y), 1)] for x, y in polygon]
 
 
+def _overlap_of_smaller(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / smaller
+
+
+def _union(a: RegionProposal, b: RegionProposal) -> RegionProposal:
+    best = a if a.confidence >= b.confidence else b
+    points = np.asarray(a.polygon + b.polygon, dtype=np.float32).reshape(-1, 2)
+    hull = cv2.convexHull(points).reshape(-1, 2) if len(points) >= 3 else points
+    box = (min(a.bbox[0], b.bbox[0]), min(a.bbox[1], b.bbox[1]), max(a.bbox[2], b.bbox[2]), max(a.bbox[3], b.bbox[3]))
+    return RegionProposal(best.class_name, best.confidence, box, _simplify(hull))
+
+
+def merge_overlapping(regions: list[RegionProposal], threshold: float = 0.2) -> list[RegionProposal]:
+    """Containers never overlap on a bench: overlapping proposals are pieces of one container.
+
+    Merging them (box union, convex hull, the more confident class) keeps a container that
+    the model split in two from being counted twice where the pieces overlap.
+    """
+    merged = sorted(regions, key=lambda r: -r.confidence)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                if _overlap_of_smaller(merged[i].bbox, merged[j].bbox) > threshold:
+                    merged[i] = _union(merged[i], merged.pop(j))
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
+
+
 def segment_photo(
     model: Any, image_rgb: np.ndarray, *, imgsz: int, confidence: float, class_map: dict[str, str]
 ) -> list[RegionProposal]:
     """Run instance segmentation; regions sorted top-to-bottom, left-to-right."""
     height, width = image_rgb.shape[:2]
-    result = model.predict(image_rgb[..., ::-1], imgsz=imgsz, conf=confidence, verbose=False, retina_masks=False)[0]
+    # Class-agnostic NMS: one container is one region, even when both classes fire on it.
+    result = model.predict(
+        image_rgb[..., ::-1], imgsz=imgsz, conf=confidence, verbose=False, retina_masks=False, agnostic_nms=True
+    )[0]
     if result.boxes is None or len(result.boxes) == 0:
         return []
     boxes = result.boxes.xyxy.cpu().numpy()
@@ -59,5 +101,6 @@ def segment_photo(
                 polygon=_simplify(np.asarray(polygon)),
             )
         )
+    regions = merge_overlapping(regions)
     regions.sort(key=lambda r: (r.bbox[1] // 64, r.bbox[0]))
     return regions

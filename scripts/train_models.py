@@ -35,6 +35,7 @@ for _font in ("Arial.ttf", "Arial.Unicode.ttf"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -187,10 +188,12 @@ def _stop_at(targets: dict[str, float], hits: int = 2) -> Any:
 
 
 def train_one(model_yaml: str, data_yaml: Path, name: str, overrides: dict[str, Any],
-              targets: dict[str, float] | None = None) -> Path:
+              targets: dict[str, float] | None = None, threads: int = 1) -> Path:
     from ultralytics import YOLO
 
     model = YOLO(model_yaml)
+    # select_device() in the trainer's __init__ resets torch to cpu_count - 1 threads; undo that.
+    model.add_callback("on_pretrain_routine_start", lambda _trainer: torch.set_num_threads(threads))
     if targets:
         model.add_callback("on_fit_epoch_end", _stop_at(targets))
     t0 = time.perf_counter()
@@ -217,7 +220,8 @@ def export(best: Path, out: Path) -> None:
 
 def seg_overrides(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {**_common_args(args, work), "epochs": args.seg_epochs, "imgsz": args.seg_imgsz,
-            "batch": args.seg_batch, "mosaic": 0.5, "close_mosaic": max(1, args.seg_epochs // 4),
+            "batch": args.seg_batch, "mosaic": args.seg_mosaic,
+            "close_mosaic": args.seg_close_mosaic if args.seg_close_mosaic >= 0 else max(1, args.seg_epochs // 4),
             "flipud": 0.5, "fliplr": 0.5, "degrees": 0.0, "scale": 0.3, "translate": 0.1,
             # Ultralytics warms up for at least 100 iterations (5 epochs of 160 photos at batch 8, with a
             # 0.1 bias lr); from scratch on few iterations that wastes a third of the run, so skip it.
@@ -243,12 +247,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 1 epoch, a few images")
     p.add_argument("--only", choices=("seg", "det"), help="train just one of the two models")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch CPU threads (ultralytics would use cpu_count - 1, i.e. 1 on 2 cores)")
     p.add_argument("--seg-train", type=int, default=160)
     p.add_argument("--seg-val", type=int, default=40)
     p.add_argument("--seg-epochs", type=int, default=18)
     p.add_argument("--seg-imgsz", type=int, default=512)
     p.add_argument("--seg-batch", type=int, default=4)
     p.add_argument("--seg-lr", type=float, default=0.002)
+    p.add_argument("--seg-mosaic", type=float, default=0.5)
+    p.add_argument("--seg-close-mosaic", type=int, default=-1, help="-1: the last quarter of the epochs")
     p.add_argument("--det-train-photos", type=int, default=200)
     p.add_argument("--det-val-photos", type=int, default=30)
     p.add_argument("--slices-per-photo", type=int, default=12)
@@ -257,6 +265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--det-imgsz", type=int, default=SLICE)
     p.add_argument("--det-batch", type=int, default=8)
     p.add_argument("--no-early-stop", action="store_true", help="always run all epochs")
+    p.add_argument("--seg-init", type=Path, help="continue from these container weights (a local .pt)")
+    p.add_argument("--det-init", type=Path, help="continue from these plant weights (a local .pt)")
+    p.add_argument("--name-suffix", default="", help="suffix for the ultralytics run names")
     p.add_argument("--det-lr", type=float, default=0.002)
     args = p.parse_args(argv)
     if args.quick:
@@ -279,14 +290,18 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         targets = None if args.no_early_stop else STOP_TARGETS[key]
-        best = train_one(yaml, data_yaml, name, overrides, targets)
+        init = args.seg_init if key == "seg" else args.det_init
+        if init is not None:  # the architecture still comes from the YAML; only the weights are loaded
+            overrides = {**overrides, "pretrained": str(init.resolve()), "warmup_epochs": 0.0}
+        best = train_one(yaml, data_yaml, name + args.name_suffix, overrides, targets, args.threads)
         minutes = round((time.perf_counter() - t0) / 60, 1)
         export(best, args.out / f"{name}.pt")
         metrics = validate(args.out / f"{name}.pt", data_yaml, imgsz, args.device, overrides["batch"])
         report[name] = {"train_minutes": minutes, "epochs": overrides["epochs"], "imgsz": imgsz,
+                        "init": str(init) if init else None,
                         "size_mb": round((args.out / f"{name}.pt").stat().st_size / 1e6, 2), "val": metrics}
         print(json.dumps({name: report[name]}, indent=2), flush=True)
-    (work / "report.json").write_text(json.dumps(report, indent=2))
+    (work / f"report{args.name_suffix}.json").write_text(json.dumps(report, indent=2))
     return 0
 
 

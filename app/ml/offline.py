@@ -37,15 +37,39 @@ def configure_offline(config_dir: Path | None = None) -> Path:
     os.environ.setdefault("YOLO_VERBOSE", "false")
     # Ultralytics forces OMP_NUM_THREADS=1 when unset, which halves CPU inference speed here.
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-    font = _local_font()
-    if font is not None:
-        for name in ("Arial.ttf", "Arial.Unicode.ttf"):
-            target = directory / name
-            if not target.exists():
-                shutil.copyfile(font, target)
+    _place_fonts(directory)
+    _decline_openvino_telemetry()
     if not _configured:
         from ultralytics import settings
 
         settings.update({"sync": False})
+        # Ultralytics leaves one core idle (torch threads = cores - 1); a worker wants them all.
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         _configured = True
     return directory
+
+
+def _place_fonts(directory: Path) -> None:
+    """Ultralytics 8.4 looks for Arial in YOLO_CONFIG_DIR/Ultralytics, older releases in the dir itself."""
+    font = _local_font()
+    if font is None:
+        return
+    for folder in (directory, directory / "Ultralytics"):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+            target = folder / name
+            if not target.exists():
+                shutil.copyfile(font, target)
+
+
+def _decline_openvino_telemetry() -> None:
+    """OpenVINO's model conversion (our export) sends usage telemetry unless the consent file says no."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:
+        return
+    checker = OptInChecker()
+    if checker.consent_file_base_dir() is not None and checker.consent_file_subdirectory() is not None:
+        checker.update_result(ConsentCheckResult.DECLINED)

@@ -50,11 +50,11 @@ def prepare_embedded(default_dir: str = "var/demo") -> Path:
 
 @contextmanager
 def local_workers(data_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """A GPU (solo) worker and a CPU worker for the cpu and io queues, as real processes."""
+    """A GPU (solo, supervised so it can recycle) worker and a CPU worker for the cpu and io queues."""
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     commands = {
-        "gpu": [sys.executable, "-m", "workers.gpu"],
+        "gpu": [sys.executable, "-m", "workers.supervise", sys.executable, "-m", "workers.gpu"],
         "cpu": [sys.executable, "-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
     }
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")])}

@@ -8,6 +8,7 @@ starts the GPU (solo) and CPU workers as subprocesses, exactly as production doe
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +59,8 @@ def database() -> Iterator[str]:
 def workers(database: str) -> Iterator[WorkerSet]:
     """One GPU worker (solo pool) and one CPU worker serving the cpu and io queues."""
     with WorkerSet(DATA_DIR / "logs") as worker_set:
-        worker_set.start("gpu", ["-m", "workers.gpu"])
+        # Supervised, as in production: the solo worker recycles itself every GPU_MAX_TASKS_PER_CHILD tasks.
+        worker_set.start("gpu", ["-m", "workers.supervise", sys.executable, "-m", "workers.gpu"])
         worker_set.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"])
         worker_set.wait_ready(["gpu0", "cpu"])
         yield worker_set

@@ -53,7 +53,9 @@ def start_workers(broker: IsolatedBroker, faults: Faults, gpu_env: dict[str, str
                   cpu_env: dict[str, str] | None = None, visibility_timeout: int = 3600) -> None:
     """A GPU and a CPU worker. A short visibility timeout brings a killed worker's task back soon,
     but must stay above the longest wait of a prefetched or retrying task, or tasks run twice."""
-    env = {"FAULT_PLAN_FILE": str(faults.path), "VISIBILITY_TIMEOUT": str(visibility_timeout)}
+    # No recycling here (tests/test_workers.py covers it): these tests stop and restart workers themselves.
+    env = {"FAULT_PLAN_FILE": str(faults.path), "VISIBILITY_TIMEOUT": str(visibility_timeout),
+           "GPU_MAX_TASKS_PER_CHILD": "0"}
     broker.workers.start("gpu", ["-m", "workers.gpu"], env={**env, **(gpu_env or {})})
     broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
                          env={**env, **(cpu_env or {})})
@@ -192,8 +194,8 @@ def test_worker_stopped_in_the_middle_of_a_child_task(
 
     isolated_broker.workers.stop("gpu", sig=sig)
     faults.set({})
-    isolated_broker.workers.start("gpu2", ["-m", "workers.gpu"],
-                                  env={"FAULT_PLAN_FILE": str(faults.path), "VISIBILITY_TIMEOUT": "8"})
+    isolated_broker.workers.start("gpu2", ["-m", "workers.gpu"], env={
+        "FAULT_PLAN_FILE": str(faults.path), "VISIBILITY_TIMEOUT": "8", "GPU_MAX_TASKS_PER_CHILD": "0"})
 
     session = assert_accounted_once(submission.photo_id)
     assert session.status == "completed"

@@ -54,8 +54,8 @@ class Settings(BaseSettings):
     # "auto": openvino on a CPU (torch when openvino is not installed), torch on CUDA.
     # onnx/openvino run an export that the first load builds beside the weights (rebuilt when they change).
     detection_runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"
-    # "auto": fp16 on CUDA, fp32 on a CPU. bf16 (torch, openvino) and fp16 (openvino) trade a little
-    # agreement with fp32 for speed where the CPU has the instructions.
+    # "auto": the hardware's fast native type: fp16 on CUDA, bf16 for openvino on a CPU with bf16
+    # instructions (AVX512_BF16/AMX), else fp32. fp32 reproduces ultralytics' numbers exactly.
     detection_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     slice_size: int = 320  # pixels at the reference long side below
     slice_reference_side: int = 2048  # slices grow with the photo so plants keep their scale

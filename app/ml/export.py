@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,7 +121,9 @@ def _build(weights: Path, fmt: ExportFormat, imgsz: int, workdir: Path) -> Path:
     options: dict[str, object] = {"format": fmt, "imgsz": imgsz, "dynamic": True, "half": False, "verbose": False}
     if fmt == "onnx":
         options["simplify"] = False
-    return Path(YOLO(str(link), task="detect").export(**options))
+    with warnings.catch_warnings():  # torch.jit.trace's deprecation notices, once per export: noise in worker logs
+        warnings.simplefilter("ignore", FutureWarning)
+        return Path(YOLO(str(link), task="detect").export(**options))
 
 
 def _replace(built: Path, target: Path) -> None:

@@ -66,7 +66,7 @@ def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registr
     height, width = image_rgb.shape[:2]
     x1, y1, x2, y2 = validate_bbox(bbox, width, height)
     search = padded_box((x1, y1, x2, y2), width, height, settings.region_padding)
-    found = detect_in_region(registry.detector(), image_rgb, search, slice_params(settings))
+    found = detect_in_region(registry.tile_detector(), image_rgb, search, slice_params(settings))
     centres_x = (found.boxes[:, 0] + found.boxes[:, 2]) / 2
     centres_y = (found.boxes[:, 1] + found.boxes[:, 3]) / 2
     inside = (centres_x >= x1) & (centres_x < x2) & (centres_y >= y1) & (centres_y < y2)

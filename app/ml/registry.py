@@ -2,27 +2,35 @@
 
 The GPU worker calls `preload()` at worker start (never in a parent that forks),
 so the first photo does not pay for loading. Ultralytics is imported only here,
-after its offline switches are set.
+after its offline switches are set. The sliced counter's `tile_detector()` runs on
+the configured runtime; for ONNX/OpenVINO its first load exports the weights
+(app.ml.export), so the export happens in preload, never at import.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from app.config import Settings, get_settings
 from app.errors import ModelUnavailable
 from app.ml.offline import configure_offline
 
+if TYPE_CHECKING:
+    from app.ml.sliced import TileDetector
+
 
 @dataclass(frozen=True)
 class ModelKey:
     weights: str
-    task: str  # "segment" | "detect"
+    task: str  # "segment" | "detect" | "tiles" (the sliced counter's detector)
     device: str
+    runtime: str = "torch"
+    precision: str = "fp32"
 
 
 def select_device(requested: str) -> str:
@@ -83,6 +91,46 @@ class ModelRegistry:
                 self._models[key] = self._load(key)
             return self._models[key]
 
+    def _load_tiles(self, key: ModelKey, yolo: Any) -> TileDetector:
+        import torch
+
+        from app.ml.export import ExportFormat, ensure_export
+        from app.ml.runtimes import Precision, Runtime, load_network
+        from app.ml.sliced import TileDetector
+
+        runtime, precision = cast(Runtime, key.runtime), cast(Precision, key.precision)
+        exported = None
+        try:
+            if runtime != "torch":
+                weights = fetch_weights(key.weights, self.settings.data_dir / "weights")
+                # Beside the weights when that folder is writable (models/ in a read-only image is not).
+                cache_dir = None if os.access(weights.parent, os.W_OK) else self.settings.data_dir / "exports"
+                fmt = cast(ExportFormat, runtime)
+                exported = ensure_export(weights, fmt, self.settings.detection_imgsz, cache_dir)
+            network = load_network(runtime=runtime, precision=precision, device=torch.device(key.device),
+                                   module=yolo.model, exported=exported)
+        except ModelUnavailable:
+            raise
+        except Exception as exc:
+            raise ModelUnavailable(f"cannot load the {key.runtime} detector for {key.weights}: {exc}") from exc
+        return TileDetector.from_yolo(yolo, network)
+
+    def tile_detector(self) -> TileDetector:
+        """The detector of the sliced counter, on DETECTION_RUNTIME at DETECTION_PRECISION."""
+        import torch
+
+        from app.ml.runtimes import resolve_precision, resolve_runtime
+
+        device = torch.device(self.device)
+        runtime = resolve_runtime(self.settings.detection_runtime, device)
+        precision = resolve_precision(self.settings.detection_precision, runtime, device)
+        key = ModelKey(self.settings.detection_weights, "tiles", self.device, runtime, precision)
+        yolo = self.detector()
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = self._load_tiles(key, yolo)
+            return self._models[key]
+
     def segmenter(self) -> Any:
         return self.get(self.settings.segmentation_weights, "segment")
 
@@ -94,12 +142,12 @@ class ModelRegistry:
         return select_device(self.settings.device)
 
     def preload(self) -> None:
-        """Load both models and run one tiny prediction each, so the first photo is warm."""
+        """Load (and export) both models and run each once, so the first photo is warm."""
         import numpy as np
 
         blank = np.zeros((64, 64, 3), dtype=np.uint8)
         self.segmenter().predict(blank, imgsz=self.settings.segmentation_imgsz, verbose=False)
-        self.detector().predict(blank, imgsz=self.settings.detection_imgsz, verbose=False)
+        self.tile_detector().warmup(self.settings.detection_imgsz, self.settings.detection_batch_size)
 
 
 _registry: ModelRegistry | None = None

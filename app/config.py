@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     # "auto": openvino on a CPU (torch when openvino is not installed), torch on CUDA.
     # onnx/openvino run an export that the first load builds beside the weights (rebuilt when they change).
     detection_runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"
-    # "auto": the hardware's fast native type: fp16 on CUDA, bf16 for openvino on a CPU with bf16
+    # "auto": the hardware's fast native type: fp16 for torch on CUDA, bf16 for openvino on a CPU with bf16
     # instructions (AVX512_BF16/AMX), else fp32. fp32 reproduces ultralytics' numbers exactly.
     detection_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     slice_size: int = 320  # pixels at the reference long side below

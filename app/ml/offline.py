@@ -43,10 +43,14 @@ def configure_offline(config_dir: Path | None = None) -> Path:
         from ultralytics import settings
 
         settings.update({"sync": False})
-        # Ultralytics leaves one core idle (torch threads = cores - 1); a worker wants them all.
+        # Ultralytics leaves one core idle (torch threads = cores - 1, reset by every new predictor
+        # in select_device); a worker wants them all.
         import torch
+        from ultralytics.utils import torch_utils
 
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        threads = int(os.environ["OMP_NUM_THREADS"])
+        torch_utils.NUM_THREADS = threads
+        torch.set_num_threads(threads)
         _configured = True
     return directory
 

@@ -122,8 +122,11 @@ class ModelRegistry:
         from app.ml.runtimes import resolve_precision, resolve_runtime
 
         device = torch.device(self.device)
-        runtime = resolve_runtime(self.settings.detection_runtime, device)
-        precision = resolve_precision(self.settings.detection_precision, runtime, device)
+        try:
+            runtime = resolve_runtime(self.settings.detection_runtime, device)
+            precision = resolve_precision(self.settings.detection_precision, runtime, device)
+        except ValueError as exc:  # a runtime/precision/device combination that cannot work
+            raise ModelUnavailable(str(exc)) from exc
         key = ModelKey(self.settings.detection_weights, "tiles", self.device, runtime, precision)
         yolo = self.detector()
         with self._lock:

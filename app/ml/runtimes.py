@@ -62,14 +62,14 @@ def resolve_runtime(requested: str, device: torch.device) -> Runtime:
 
 
 def auto_precision(runtime: Runtime, device: torch.device) -> Precision:
-    """The hardware's fast native type: fp16 on CUDA, bf16 for OpenVINO on a CPU that has it, else fp32.
+    """The hardware's fast native type: fp16 for torch on CUDA, bf16 for OpenVINO on a CPU that has it, else fp32.
 
     OpenVINO itself picks bf16 on such CPUs; on the trained detector it agrees with fp32 (and with
     SAHI) box for box at 1.7x the speed (benchmarks/README.md). DETECTION_PRECISION=fp32 gives
     ultralytics' own numbers exactly.
     """
     if device.type == "cuda":
-        return "fp16"
+        return "fp16" if runtime == "torch" else "fp32"
     if runtime == "openvino" and "bf16" in openvino_precisions():
         return "bf16"
     return "fp32"

@@ -18,6 +18,7 @@ from app.db.models import DeadLetter, utcnow
 from app.db.session import db_session
 from app.observability import correlation
 from app.observability.logging import get_logger
+from app.observability.signals import photo_id_of
 
 log = get_logger(__name__)
 PARENT_TASK = "app.tasks.ml.ml_parent_task"
@@ -35,13 +36,7 @@ class Failure:
     traceback: str | None = None
     retries: int = 0
     correlation_id: str | None = None
-
-    @property
-    def photo_id(self) -> int | None:
-        value = self.kwargs.get("photo_id")
-        if value is None and self.args:
-            value = self.args[0] if self.task_name == PARENT_TASK else self.args[-1]
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    photo_id: int | None = None
 
     def message(self, letter_id: int) -> dict[str, Any]:
         return {
@@ -102,6 +97,7 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
         traceback="".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
         retries=request.retries or 0,
         correlation_id=request.get(correlation.MESSAGE_HEADER) or correlation.correlation_id.get(),
+        photo_id=photo_id_of(task, args, kwargs),
     )
     letter_id = store(failure)
     publish(task.app, failure, letter_id)
@@ -119,6 +115,7 @@ def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: 
         exception_message=reason,
         args=[photo_id],
         correlation_id=correlation_id,
+        photo_id=photo_id,
     )
     letter_id = store(failure)
     publish(celery, failure, letter_id)

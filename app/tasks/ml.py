@@ -12,11 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from app import deadletter, faults
 from app.celery_app import app
 from app.db import repository
+from app.db.models import ProcessingSession
 from app.db.session import db_session
 from app.ml.images import decode_rgb
 from app.ml.pipeline import count_region, find_regions, region_result
 from app.ml.registry import get_registry
 from app.observability.logging import get_logger
+from app.observability.signals import photo_id_of
 from app.storage import get_storage
 from app.tasks.base import TRANSIENT_ERRORS, PipelineTask, backoff_delay
 
@@ -54,16 +56,18 @@ class PhotoCache:
 photo_cache = PhotoCache(get_registry().settings.photo_cache_size)
 
 
-class ParentTask(PipelineTask):
+class FailsSessionTask(PipelineTask):
+    """A task whose failure for good means its photo cannot be counted: the session is failed too."""
+
     def after_dead_letter(self, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> None:
-        photo_id = kwargs.get("photo_id", args[0] if args else None)
-        if isinstance(photo_id, int):
+        photo_id = photo_id_of(self, args, kwargs)
+        if photo_id is not None:
             with db_session() as db:
                 repository.fail_session(db, photo_id=photo_id, reason=f"{type(exc).__name__}: {exc}")
 
 
-@app.task(bind=True, base=ParentTask)
-def ml_parent_task(self: ParentTask, photo_id: int, correlation_id: str | None = None) -> Any:
+@app.task(bind=True, base=FailsSessionTask)
+def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | None = None) -> Any:
     """Segment the photo into regions, then count every region in a chord."""
     with db_session() as db:
         repository.mark_processing(db, photo_id=photo_id, task_id=self.request.id)
@@ -113,28 +117,23 @@ def _region_failed(task: PipelineTask, exc: BaseException, region: dict[str, Any
     return {"region_index": int(region["index"]), "failed": True, "error": f"{type(exc).__name__}: {exc}"}
 
 
-class AggregateTask(ParentTask):
-    def after_dead_letter(self, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> None:
-        photo_id = kwargs.get("photo_id", args[-1] if args else None)
-        super().after_dead_letter(exc, [photo_id], {})
+def _summary(session: ProcessingSession, photo_id: int, regions: int) -> dict[str, Any]:
+    return {"photo_id": photo_id, "status": session.status, "total_count": session.total_count, "regions": regions}
 
 
-@app.task(bind=True, base=AggregateTask)
-def aggregate_results(self: AggregateTask, results: list[dict[str, Any]], photo_id: int) -> dict[str, Any]:
+@app.task(bind=True, base=FailsSessionTask)
+def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], photo_id: int) -> dict[str, Any]:
     """Write all counts of a photo in one transaction. Safe to run twice."""
     results = sorted(results or [], key=lambda r: int(r["region_index"]))
     try:
         faults.inject("db.write_counts", str(photo_id))
         with db_session() as db:
-            session = repository.write_counts(db, photo_id=photo_id, results=results)
-            summary = {"photo_id": photo_id, "status": session.status, "total_count": session.total_count,
-                       "regions": len(results)}
+            summary = _summary(repository.write_counts(db, photo_id=photo_id, results=results), photo_id,
+                               len(results))
     except IntegrityError:
         # Another delivery of this callback committed first; its rows stand.
         with db_session() as db:
-            session = repository.get_session(db, photo_id=photo_id)
-            summary = {"photo_id": photo_id, "status": session.status, "total_count": session.total_count,
-                       "regions": len(results)}
+            summary = _summary(repository.get_session(db, photo_id=photo_id), photo_id, len(results))
     log.info("photo aggregated", **{k: v for k, v in summary.items() if k != "photo_id"})
     from app.tasks.io import render_annotated
 

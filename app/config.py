@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     # Workers.
     gpu_queues: int = 1
     # The solo pool ignores Celery's child limits; workers.recycling enforces these (0 = no limit).
-    gpu_max_tasks_per_child: int = 50
+    # A photo is 1 + regions tasks, and a restart reloads the models (seconds), so the task limit is
+    # high: the memory limits are the guard.
+    gpu_max_tasks_per_child: int = 5000
     gpu_max_memory_per_child_kb: int = 8_000_000
     gpu_max_cuda_memory_mb: int = 0
     # After a cold shutdown request, running tasks get this many seconds to finish (Celery soft shutdown).
@@ -86,6 +88,10 @@ class Settings(BaseSettings):
     cpu_max_tasks_per_child: int = 1000
     cpu_max_memory_per_child_kb: int = 1_000_000
     io_concurrency: int = 50
+    # CPU priority of the cpu and io workers, so that aggregation and image rendering never take cores
+    # from a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else
+    # wants (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
+    background_cpu_priority: Literal["idle", "low", "normal"] = "idle"
 
     # HTTP API.
     max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413

@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/bench_pipeline.py [--photos 20] [--rss-photos 200] [--json]
 
-Needs the local Redis and PostgreSQL (as the tests do). Starts a uvicorn API, one GPU
-(solo) worker and one CPU worker as subprocesses, warms them, then measures in one run:
-- photos/s through the API with warm workers (upload all, wait until all sessions end);
+Needs the local Redis and PostgreSQL (as the tests do). Starts the production entrypoints as
+subprocesses (a uvicorn API, one GPU solo worker, one CPU prefork worker with one process,
+one io gevent worker), warms them, then measures in one run:
+- photos/s through the API with warm workers (upload all, wait until all sessions end), and
+  until every annotated image is stored as well;
 - photos/s of `analyse_photo` on the same photos in this process (the in-process floor);
 - chords/s of a no-op chord with the same fan-out on the same Redis (Celery alone);
 - the GPU worker's resident memory after the warm-up and after --rss-photos photos.
@@ -75,7 +77,8 @@ class Services:
         commands = {
             "api": ["-m", "app", "api", "--port", str(self.port)],
             "gpu": ["-m", "workers.gpu"],
-            "cpu": ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
+            "cpu": ["-m", "workers.cpu", "--concurrency=1"],
+            "io": ["-m", "workers.io", "--concurrency=4"],
         }
         for name, args in commands.items():
             log = (self.log_dir / f"{name}.log").open("ab")
@@ -86,7 +89,7 @@ class Services:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             seen = {host.split("@")[0] for reply in app.control.ping(timeout=1.0) or [] for host in reply}
-            if {"gpu0", "cpu"} <= seen and self._api_up():
+            if {"gpu0", "cpu", "io"} <= seen and self._api_up():
                 return
         raise TimeoutError("services did not start")
 
@@ -108,8 +111,9 @@ class Services:
 FINAL = {"completed", "warning", "failed"}
 
 
-def upload_and_wait(port: int, photos: list[bytes]) -> float:
-    """Seconds from the first upload until the API reports every photo finished."""
+def upload_and_wait(port: int, photos: list[bytes]) -> tuple[float, float]:
+    """Seconds from the first upload until the API reports every photo counted, and until
+    every annotated image is stored too (the io queue renders them after the counts)."""
     import httpx
 
     started = time.perf_counter()
@@ -124,10 +128,14 @@ def upload_and_wait(port: int, photos: list[bytes]) -> float:
             while (status := client.get(url).json()["status"]) not in FINAL:
                 time.sleep(0.1)
             statuses.append(status)
-    elapsed = time.perf_counter() - started
+        counted = time.perf_counter() - started
+        for url in urls:
+            while client.get(url).json()["annotated_url"] is None:
+                time.sleep(0.1)
+    rendered = time.perf_counter() - started
     if any(status != "completed" for status in statuses):
         raise RuntimeError(f"not every photo completed: {statuses}")
-    return elapsed
+    return counted, rendered
 
 
 def in_process(photos: list[bytes]) -> tuple[float, float]:
@@ -180,7 +188,7 @@ def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
     try:
         upload_and_wait(services.port, photos[:2])  # warm: models loaded, connections open
         rss_warm = gpu_worker_rss_kb()
-        pipeline_s = upload_and_wait(services.port, photos)
+        pipeline_s, with_images_s = upload_and_wait(services.port, photos)  # returns once the workers are idle
         inprocess_s, fan_out = in_process(photos)
         noop_s = noop_chords(n_photos, max(1, round(fan_out)))
         result: dict[str, Any] = {
@@ -188,6 +196,8 @@ def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
             "photos_per_s_pipeline": round(n_photos / pipeline_s, 4),
             "photos_per_s_inprocess": round(n_photos / inprocess_s, 4),
             "overhead_ratio": round(inprocess_s / pipeline_s, 4),
+            "photos_per_s_with_images": round(n_photos / with_images_s, 4),
+            "overhead_ratio_with_images": round(inprocess_s / with_images_s, 4),
             "chords_per_s_noop": round(n_photos / noop_s, 2),
             "regions_per_photo": round(fan_out, 2),
             "gpu_worker_rss_kb_warm": rss_warm,
@@ -195,7 +205,8 @@ def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
         processed = n_photos + 2
         result[f"gpu_worker_rss_kb_after_{processed}"] = first = gpu_worker_rss_kb()
         if rss_photos > processed:
-            extra = [synthetic_jpeg(9700 + i % 50) for i in range(rss_photos - processed)]
+            distinct = [synthetic_jpeg(9700 + i) for i in range(min(50, rss_photos - processed))]
+            extra = [distinct[i % len(distinct)] for i in range(rss_photos - processed)]
             for start in range(0, len(extra), 20):
                 upload_and_wait(services.port, extra[start : start + 20])
             last = gpu_worker_rss_kb()

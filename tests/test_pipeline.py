@@ -51,6 +51,23 @@ def test_photo_goes_through_segmentation_chord_and_aggregation(workers: WorkerSe
     assert len(loads) == 1
 
 
+def test_a_photo_is_finished_before_the_next_one_starts(workers: WorkerSet) -> None:
+    # Submitted together, the photos wait on the GPU queue; region tasks go ahead of them (priority),
+    # so each photo's regions are counted from the worker's cache right after its segmentation.
+    photo_ids = [submit_photo(synthetic_jpeg(seed), filename="bench.jpg").photo_id for seed in (9102, 9103, 9104)]
+    for photo_id in photo_ids:
+        assert wait_final(photo_id).status == "completed"
+
+    steps = [(line["event"], line["photo_id"]) for line in workers.logs("gpu")
+             if line.get("photo_id") in photo_ids and line.get("event") in ("photo segmented", "region counted")]
+    order = [photo_id for event, photo_id in steps if event == "photo segmented"]
+    assert sorted(order) == sorted(photo_ids)
+    assert [photo_id for _, photo_id in steps] == sorted((p for _, p in steps), key=order.index)
+    loads = [line["photo_id"] for line in workers.logs("gpu") if line.get("event") == "photo loaded"
+             and line.get("photo_id") in photo_ids]
+    assert sorted(loads) == sorted(photo_ids)
+
+
 def test_photo_without_containers_completes_with_zero(workers: WorkerSet) -> None:
     submission = submit_photo(blank_jpeg(), filename="empty-bench.jpg")
 

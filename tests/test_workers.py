@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,11 @@ def test_each_entrypoint_runs_its_pool_on_its_queues(isolated_broker: IsolatedBr
     # The prefork worker never initialised CUDA.
     info = isolated_broker.send(PROCESS_INFO, "cpu").get(timeout=30)
     assert info["cuda_initialized"] is False
+    # Aggregation and rendering run only on cores the GPU worker leaves idle; the GPU worker does not.
+    assert os.sched_getscheduler(info["pid"]) == os.SCHED_IDLE
+    assert os.sched_getscheduler(isolated_broker.send(PROCESS_INFO, "io").get(timeout=30)["pid"]) == os.SCHED_IDLE
+    assert os.sched_getscheduler(isolated_broker.send(PROCESS_INFO, "gpu_queue_0").get(timeout=30)["pid"]) \
+        == os.SCHED_OTHER
 
 
 def _unacked(broker_url: str, settle: float = 5.0) -> int:

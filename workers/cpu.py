@@ -16,6 +16,7 @@ from celery.signals import worker_process_init
 
 from app.celery_app import CPU_QUEUE, app
 from app.config import get_settings
+from workers.priority import lower_priority
 
 
 @worker_process_init.connect
@@ -43,6 +44,7 @@ def argv(extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    lower_priority(get_settings().background_cpu_priority)
     app.worker_main(argv(sys.argv[1:]))
 
 

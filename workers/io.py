@@ -21,6 +21,7 @@ from psycogreen.gevent import patch_psycopg  # noqa: E402
 patch_psycopg()
 
 from app.config import get_settings  # noqa: E402
+from workers.priority import lower_priority  # noqa: E402
 
 
 def argv(extra: list[str]) -> list[str]:
@@ -40,6 +41,7 @@ def argv(extra: list[str]) -> list[str]:
 
 def main() -> None:
     os.environ.setdefault("DB_POOL_SIZE", str(get_settings().io_concurrency))
+    lower_priority(get_settings().background_cpu_priority)
     from app.celery_app import app  # boto3 and the database driver are imported after patching
 
     app.worker_main(argv(sys.argv[1:]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -103,8 +103,15 @@ def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal])
 
 
 def record_region_progress(db: Session, *, photo_id: int, region_index: int, count: int | None,
-                           mean_confidence: float | None, error: str | None = None) -> int:
-    """Note one region as done (idempotent) and return how many regions are done."""
+                           mean_confidence: float | None, error: str | None = None) -> tuple[int, int]:
+    """Note one region as done (idempotent); return how many regions are done, and of how many.
+
+    Progress is advisory (aggregation writes the counts that matter, from the chord's results), so on
+    PostgreSQL this transaction does not wait for its WAL flush: a crash may lose the last few
+    progress updates, never a count.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(text("SET LOCAL synchronous_commit TO OFF"))
     session = get_session(db, photo_id=photo_id)
     db.execute(
         update(Region)
@@ -117,7 +124,7 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
         .where(Region.session_id == session.id, (Region.plant_count.is_not(None)) | (Region.error.is_not(None)))
     )
     session.regions_done = int(done or 0)
-    return session.regions_done
+    return session.regions_done, session.regions_total or 0
 
 
 def movement_key(photo_id: int, region_index: int) -> str:

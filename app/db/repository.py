@@ -112,19 +112,31 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
     """
     if db.get_bind().dialect.name == "postgresql":
         db.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    session = get_session(db, photo_id=photo_id)
+    # Two statements, no reads first: this runs once per region on the GPU worker's critical path.
+    session_id = select(ProcessingSession.id).where(ProcessingSession.photo_id == photo_id).scalar_subquery()
     db.execute(
         update(Region)
-        .where(Region.session_id == session.id, Region.region_index == region_index)
+        .where(Region.session_id == session_id, Region.region_index == region_index)
         .values(plant_count=count, mean_confidence=mean_confidence, error=error)
+        .execution_options(synchronize_session=False)
     )
-    done = db.scalar(
+    done = (
         select(func.count())
         .select_from(Region)
-        .where(Region.session_id == session.id, (Region.plant_count.is_not(None)) | (Region.error.is_not(None)))
+        .where(Region.session_id == ProcessingSession.id,
+               (Region.plant_count.is_not(None)) | (Region.error.is_not(None)))
+        .scalar_subquery()
     )
-    session.regions_done = int(done or 0)
-    return session.regions_done, session.regions_total or 0
+    row = db.execute(
+        update(ProcessingSession)
+        .where(ProcessingSession.photo_id == photo_id)
+        .values(regions_done=done)
+        .returning(ProcessingSession.regions_done, ProcessingSession.regions_total)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if row is None:
+        raise UnknownPhoto(f"no photo with id {photo_id}")
+    return int(row.regions_done), int(row.regions_total or 0)
 
 
 def movement_key(photo_id: int, region_index: int) -> str:

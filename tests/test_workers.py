@@ -10,7 +10,8 @@ from pathlib import Path
 import redis
 
 from tests.conftest import isolated_broker_urls
-from tests.utils.processes import IsolatedBroker, WorkerSet
+from tests.utils.logs import wait_for_lines
+from tests.utils.processes import IsolatedBroker
 
 PROCESS_INFO = "app.tasks.maintenance.process_info"
 
@@ -61,16 +62,6 @@ def _unacked(broker_url: str, settle: float = 5.0) -> int:
         client.close()
 
 
-def _succeeded(workers: WorkerSet, expected: int = 7, settle: float = 5.0) -> int:
-    """Tasks the worker logged as succeeded (its log line follows the result by a moment)."""
-    deadline = time.monotonic() + settle
-    while True:
-        count = sum(1 for line in workers.logs("gpu") if "succeeded in" in str(line.get("event")))
-        if count >= expected or time.monotonic() > deadline:
-            return count
-        time.sleep(0.2)
-
-
 def test_solo_worker_recycles_after_max_tasks_and_loses_nothing(isolated_broker: IsolatedBroker) -> None:
     workers = isolated_broker.workers
     workers.start("gpu", ["-m", "workers.supervise", sys.executable, "-m", "workers.gpu"],
@@ -85,7 +76,9 @@ def test_solo_worker_recycles_after_max_tasks_and_loses_nothing(isolated_broker:
     assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
     recycles = [line for line in workers.logs("gpu") if line.get("event") == "recycling worker process"]
     assert len(recycles) == 2
-    assert _succeeded(workers) == 7  # each task ran exactly once
+    succeeded = wait_for_lines(lambda: workers.logs("gpu"), lambda line: "succeeded in" in str(line.get("event")),
+                               count=7, timeout=5)  # the log line follows the result by a moment
+    assert len(succeeded) == 7  # each task ran exactly once
     assert _unacked(isolated_broker.env["BROKER_URL"]) == 0  # and each was acknowledged
 
 

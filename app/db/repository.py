@@ -103,6 +103,11 @@ def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal])
     return regions
 
 
+def _on_postgresql(db: Session) -> bool:
+    """The embedded default runs on SQLite; a few writes use what only PostgreSQL has."""
+    return db.get_bind().dialect.name == "postgresql"
+
+
 def record_region_progress(db: Session, *, photo_id: int, region_index: int, count: int | None,
                            mean_confidence: float | None, error: str | None = None) -> tuple[int, int]:
     """Note one region as done (idempotent); return how many regions are done, and of how many.
@@ -111,7 +116,7 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
     PostgreSQL this transaction does not wait for its WAL flush: a crash may lose the last few
     progress updates, never a count.
     """
-    if db.get_bind().dialect.name == "postgresql":
+    if _on_postgresql(db):
         db.execute(text("SET LOCAL synchronous_commit TO OFF"))
     # Two statements, no reads first: this runs once per region on the GPU worker's critical path.
     session_id = select(ProcessingSession.id).where(ProcessingSession.photo_id == photo_id).scalar_subquery()
@@ -201,7 +206,7 @@ def _insert_detections(db: Session, region_id: int, detections: list[list[float]
     spent rendering the multi-row INSERT's 6000 bound parameters; elsewhere a plain executemany.
     """
     rows = [(region_id, float(d[0]), float(d[1]), float(d[2]), float(d[3]), float(d[4])) for d in detections]
-    if db.get_bind().dialect.name != "postgresql":
+    if not _on_postgresql(db):
         keys = ("region_id", "x1", "y1", "x2", "y2", "score")
         db.execute(insert(Detection), [dict(zip(keys, row, strict=True)) for row in rows])
         return

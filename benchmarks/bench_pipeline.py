@@ -9,7 +9,10 @@ one io gevent worker), warms them, then measures in one run:
   until every annotated image is stored as well;
 - photos/s of `analyse_photo` on the same photos in this process (the in-process floor);
 - chords/s of a no-op chord with the same fan-out on the same Redis (Celery alone);
-- the GPU worker's resident memory after the warm-up and after --rss-photos photos.
+- the GPU worker's resident memory after the warm-up and after --rss-photos photos;
+- CPU seconds per photo of each process while the pipeline runs (API, workers, the Redis and
+  PostgreSQL servers, this client) and of the in-process run: on a CPU-only machine, whatever
+  runs beside the model takes cores from it.
 The overhead ratio is pipeline / in-process: 1.0 means queueing, chords and database cost nothing.
 """
 
@@ -72,6 +75,7 @@ class Services:
         self.log_dir = log_dir
         self.port = _free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.names: list[str] = []
 
     def start(self) -> None:
         commands = {
@@ -82,6 +86,7 @@ class Services:
         }
         for name, args in commands.items():
             log = (self.log_dir / f"{name}.log").open("ab")
+            self.names.append(name)
             self.processes.append(subprocess.Popen([sys.executable, *args], env=self.env, cwd=ROOT,
                                                    stdout=log, stderr=subprocess.STDOUT))
         from app.celery_app import app
@@ -100,6 +105,29 @@ class Services:
             return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) spent so far by each service's process tree, and by the
+        local Redis and PostgreSQL servers and this benchmark (the HTTP client)."""
+        import psutil
+
+        def tree(process: psutil.Process) -> float:
+            total = 0.0
+            for member in [process, *process.children(recursive=True)]:
+                try:
+                    times = member.cpu_times()
+                    total += times.user + times.system
+                except psutil.NoSuchProcess:
+                    pass
+            return total
+
+        seconds = {name: tree(psutil.Process(p.pid)) for name, p in zip(self.names, self.processes, strict=True)}
+        for server in ("redis-server", "postgres"):
+            seconds[server] = sum(tree(p) for p in psutil.process_iter(["name"])
+                                  if p.info["name"] == server and p.ppid() in (0, 1))
+        times = psutil.Process().cpu_times()
+        seconds["client"] = times.user + times.system
+        return seconds
 
     def stop(self) -> None:
         for process in self.processes:
@@ -188,8 +216,12 @@ def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
     try:
         upload_and_wait(services.port, photos[:2])  # warm: models loaded, connections open
         rss_warm = gpu_worker_rss_kb()
+        cpu_before = services.cpu_seconds()
         pipeline_s, with_images_s = upload_and_wait(services.port, photos)  # returns once the workers are idle
+        cpu_after = services.cpu_seconds()
+        client_before = services.cpu_seconds()["client"]
         inprocess_s, fan_out = in_process(photos)
+        inprocess_cpu_s = services.cpu_seconds()["client"] - client_before
         noop_s = noop_chords(n_photos, max(1, round(fan_out)))
         result: dict[str, Any] = {
             "photos": n_photos,
@@ -201,6 +233,9 @@ def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
             "chords_per_s_noop": round(n_photos / noop_s, 2),
             "regions_per_photo": round(fan_out, 2),
             "gpu_worker_rss_kb_warm": rss_warm,
+            "cpu_s_per_photo": {name: round((cpu_after[name] - cpu_before[name]) / n_photos, 4)
+                                for name in cpu_after},
+            "inprocess_cpu_s_per_photo": round(inprocess_cpu_s / n_photos, 4),
         }
         processed = n_photos + 2
         result[f"gpu_worker_rss_kb_after_{processed}"] = first = gpu_worker_rss_kb()

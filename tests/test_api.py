@@ -233,7 +233,7 @@ def test_status_lists_each_region_with_its_count_or_error(client: TestClient) ->
     midway = client.get(f"{PHOTOS}/{photo_uuid}").json()
     with db_session() as db:
         repository.write_counts(db, photo_id=photo_id, results=[
-            {"region_index": 0, "count": 24, "mean_confidence": 0.8, "detections": []},
+            {"region_index": 0, "count": 24, "mean_confidence": 0.8, "detections": ""},
             {"region_index": 1, "failed": True, "error": "StorageUnavailable: gone"},
         ])
 

@@ -32,7 +32,7 @@ def _short(hostnames: Any) -> set[str]:
 
 
 def _photo_tasks(tasks: dict[str, dict[str, Any]], root_id: str) -> dict[str, dict[str, Any]]:
-    """The photo's tasks: the parent's id is reused by the chord callback (`self.replace`), the rest share its root."""
+    """The photo's tasks: the parent (its id is the root) and every task that shares its root."""
     return {uuid_: task for uuid_, task in tasks.items() if uuid_ == root_id or task.get("root_id") == root_id}
 
 
@@ -74,15 +74,16 @@ def test_flower_shows_a_photos_tasks_with_their_states(flower: FlowerProcess, wo
     tasks = flower.wait_for("/api/tasks", _all_succeeded(root_id, regions), limit=1000)
 
     mine = _photo_tasks(tasks, root_id)
-    assert len(mine) == regions + 2  # the parent's id (taken over by the callback), each region, the io task
+    assert len(mine) == regions + 3  # the parent, each region, the chord's callback, the io task
     by_name = {task["name"]: task for task in mine.values()}
-    assert by_name["app.tasks.io.render_annotated"]["parent_id"] == root_id
+    parent, aggregation = mine[root_id], by_name["app.tasks.ml.aggregate_results"]
+    assert parent["name"] == "app.tasks.ml.ml_parent_task" and parent["worker"].startswith("gpu0@")
+    assert f"'regions': {regions}" in parent["result"] and parent["runtime"] > 0  # its own GPU run, timed
+    assert aggregation["worker"].startswith("cpu@") and "'total_count'" in aggregation["result"]
+    assert aggregation["uuid"] in parent["result"]  # the parent names the task that aggregates its photo
+    assert by_name["app.tasks.io.render_annotated"]["parent_id"] == aggregation["uuid"]
     assert by_name["app.tasks.io.render_annotated"]["worker"].startswith("cpu@")
-    # One row for the parent and the callback that took over its id (self.replace): the name is whichever
-    # of the two Flower heard of last, the run and result are the callback's.
-    assert mine[root_id]["name"] in ("app.tasks.ml.ml_parent_task", "app.tasks.ml.aggregate_results")
-    assert mine[root_id]["worker"].startswith("cpu@") and "'total_count'" in mine[root_id]["result"]
-    assert {task["worker"].split("@")[0] for task in mine.values()} == ({"gpu0", "cpu"} if regions else {"cpu"})
+    assert {task["worker"].split("@")[0] for task in mine.values()} == {"gpu0", "cpu"}
 
 
 def test_metrics_and_healthcheck_need_no_auth_but_the_api_and_ui_do(flower: FlowerProcess,

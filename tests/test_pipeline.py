@@ -87,7 +87,7 @@ def test_running_the_callback_again_writes_no_second_movement(workers: WorkerSet
     before = _rows(session.id)
     with db_session() as db:
         regions = db.scalars(select(Region).where(Region.session_id == session.id)).all()
-        replayed = [{"region_index": r.region_index, "count": 5, "mean_confidence": 0.9, "detections": []}
+        replayed = [{"region_index": r.region_index, "count": 5, "mean_confidence": 0.9, "detections": ""}
                     for r in regions]
 
     summary = aggregate_results.apply_async(args=[replayed, submission.photo_id]).get(timeout=60)

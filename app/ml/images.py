@@ -7,7 +7,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from app.errors import InvalidImage
 
@@ -50,15 +50,25 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
+# EXIF orientations 5 to 8 turn the picture by 90 degrees: its displayed width and height swap.
+_QUARTER_TURNS = {5, 6, 7, 8}
+
+
 def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    """Validate an upload fully (decodes it) and return its format and oriented size."""
+    """Validate an upload fully (every byte of it is decoded) and return its format and oriented size.
+
+    A JPEG is decoded at 1/8 scale (Pillow's draft mode): the decoder still reads all of the
+    compressed data, so a truncated or corrupt file fails here, at about a third of a full decode's cost.
+    """
     image = _open(data, max_pixels)
+    width, height = image.size
     try:
+        if image.format in ("JPEG", "MPO"):
+            image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
         image.load()
     except Exception as exc:
         raise InvalidImage(f"corrupt or truncated {image.format} image") from exc
-    width, height = image.size
-    if ImageOps.exif_transpose(image).size != (width, height):
+    if image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
         width, height = height, width
     return ImageInfo(format=str(image.format), width=width, height=height)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from app.config import Settings
 from app.errors import InvalidRegion
+from app.ml.detections import encode_detections
 from app.ml.registry import ModelRegistry
 from app.ml.segmentation import RegionProposal, segment_photo
 from app.ml.sliced import Detections, SliceParams, detect_in_region
@@ -75,13 +76,11 @@ def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registr
 
 def region_result(region_index: int, detections: Detections) -> dict[str, Any]:
     """The small JSON document a child task returns for one region."""
-    boxes = np.round(detections.boxes, 1).tolist()
-    scores = np.round(detections.scores, 3).tolist()
     return {
         "region_index": region_index,
         "count": len(detections),
         "mean_confidence": round(float(detections.scores.mean()), 4) if len(detections) else None,
-        "detections": [[*box, score] for box, score in zip(boxes, scores, strict=True)],
+        "detections": encode_detections(detections.boxes, detections.scores),
     }
 
 

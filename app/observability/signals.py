@@ -2,8 +2,8 @@
 
 How the correlation id travels (checked by tests/test_observability.py):
 - publish: `before_task_publish` copies the bound id into the message header
-  `x_correlation_id`. Every publish made while a task runs goes through it: chord
-  headers and `self.replace(...)` (published from the parent's body), retries
+  `x_correlation_id`. Every publish made while a task runs goes through it: chords
+  (published from the parent's body, as `self.replace(...)` would be), retries
   (`self.retry` re-publishes from the body), the chord callback (published by the
   Redis backend's `on_chord_part_return` from the last child, before its
   `task_postrun`), and tasks queued by a callback (`render_annotated.delay`).

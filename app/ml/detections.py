@@ -1,0 +1,36 @@
+"""How a region's plants travel from its child task to aggregation: compact, and still JSON."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+# A region's plants travel from its child task to aggregation as one base64 string of little-endian
+# float32 rows (x1, y1, x2, y2, score): ~250 rows a region would otherwise be JSON-encoded as lists of
+# floats four times on the way (result, chord join, callback message, stored callback arguments),
+# which cost the GPU worker ~6 ms and the aggregating worker ~25 ms a photo.
+DETECTION_COLUMNS = ("x1", "y1", "x2", "y2", "score")
+_DETECTION_DTYPE = np.dtype("<f4")
+
+
+def encode_detections(boxes: np.ndarray, scores: np.ndarray) -> str:
+    """(N, 4) boxes and (N,) scores -> the string a region's result carries."""
+    rows = np.column_stack([boxes, scores]).astype(_DETECTION_DTYPE)
+    return base64.b64encode(rows.tobytes()).decode("ascii")
+
+
+def decode_detections(encoded: str | None) -> np.ndarray:
+    """(N, 5) float32 rows as in DETECTION_COLUMNS; an empty string or None is no plants."""
+    raw = base64.b64decode(encoded or "", validate=True)
+    if len(raw) % (len(DETECTION_COLUMNS) * _DETECTION_DTYPE.itemsize):
+        raise ValueError(f"detections are {len(raw)} bytes, not whole rows of {len(DETECTION_COLUMNS)} float32")
+    return np.frombuffer(raw, dtype=_DETECTION_DTYPE).reshape(-1, len(DETECTION_COLUMNS))
+
+
+def detection_rows(encoded: str | None) -> list[tuple[float, ...]]:
+    """Decoded rows as Python floats for the database: boxes to 0.1 px, scores to 0.001."""
+    rows = decode_detections(encoded).astype(np.float64)
+    rows[:, :4] = rows[:, :4].round(1)
+    rows[:, 4] = rows[:, 4].round(3)
+    return [tuple(row) for row in rows.tolist()]

@@ -1,10 +1,11 @@
 """End-to-end throughput: HTTP API -> Celery -> PostgreSQL, against the same work in one process.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--photos 20] [--rss-photos 200] [--json]
+    .venv/bin/python benchmarks/bench_pipeline.py [--photos 20] [--rounds 3] [--rss-photos 200] [--json]
 
 Needs the local Redis and PostgreSQL (as the tests do). Starts the production entrypoints as
 subprocesses (a uvicorn API, one GPU solo worker, one CPU prefork worker with one process,
-one io gevent worker), warms them, then measures in one run:
+one io gevent worker), warms them, then measures in one run, in --rounds alternating rounds
+(medians reported, as this machine's speed drifts by several per cent from minute to minute):
 - photos/s through the API with warm workers (upload all, wait until all sessions end), and
   until every annotated image is stored as well;
 - photos/s of `analyse_photo` on the same photos in this process (the in-process floor);
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,18 +168,24 @@ def upload_and_wait(port: int, photos: list[bytes]) -> tuple[float, float]:
     return counted, rendered
 
 
-def in_process(photos: list[bytes]) -> tuple[float, float]:
-    """Seconds for the same photos through analyse_photo in this process; mean regions per photo."""
-    from app.config import get_settings
-    from app.ml.images import decode_rgb
-    from app.ml.pipeline import analyse_photo
-    from app.ml.registry import ModelRegistry
+class InProcess:
+    """The same work without Celery, HTTP or a database: `analyse_photo` in this process, models loaded once."""
 
-    registry = ModelRegistry(get_settings())
-    registry.preload()
-    started = time.perf_counter()
-    regions = [len(analyse_photo(decode_rgb(data), registry).regions) for data in photos]
-    return time.perf_counter() - started, sum(regions) / len(regions)
+    def __init__(self) -> None:
+        from app.config import get_settings
+        from app.ml.registry import ModelRegistry
+
+        self.registry = ModelRegistry(get_settings())
+        self.registry.preload()
+
+    def run(self, photos: list[bytes]) -> tuple[float, float]:
+        """Seconds for the photos; mean regions per photo."""
+        from app.ml.images import decode_rgb
+        from app.ml.pipeline import analyse_photo
+
+        started = time.perf_counter()
+        regions = [len(analyse_photo(decode_rgb(data), self.registry).regions) for data in photos]
+        return time.perf_counter() - started, sum(regions) / len(regions)
 
 
 def noop_chords(count: int, fan_out: int) -> float:
@@ -204,7 +212,7 @@ def gpu_worker_rss_kb() -> int:
     return int(info["rss_kb"])
 
 
-def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
+def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
     from tests.utils.photos import synthetic_jpeg
 
     data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-"))
@@ -216,28 +224,40 @@ def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
     try:
         upload_and_wait(services.port, photos[:2])  # warm: models loaded, connections open
         rss_warm = gpu_worker_rss_kb()
-        cpu_before = services.cpu_seconds()
-        pipeline_s, with_images_s = upload_and_wait(services.port, photos)  # returns once the workers are idle
-        cpu_after = services.cpu_seconds()
-        client_before = services.cpu_seconds()["client"]
-        inprocess_s, fan_out = in_process(photos)
-        inprocess_cpu_s = services.cpu_seconds()["client"] - client_before
+        inprocess = InProcess()
+        # Rounds alternate the pipeline and the in-process run, so a slow spell of the machine
+        # touches both; the medians are reported.
+        pipeline_s, with_images_s, inprocess_s, pipeline_cpu, inprocess_cpu = [], [], [], [], []
+        for _ in range(rounds):
+            cpu_before = services.cpu_seconds()
+            counted, rendered = upload_and_wait(services.port, photos)  # returns once the workers are idle
+            cpu_after = services.cpu_seconds()
+            elapsed, fan_out = inprocess.run(photos)
+            pipeline_s.append(counted)
+            with_images_s.append(rendered)
+            inprocess_s.append(elapsed)
+            pipeline_cpu.append({name: cpu_after[name] - cpu_before[name] for name in cpu_after})
+            inprocess_cpu.append(services.cpu_seconds()["client"] - cpu_after["client"])
         noop_s = noop_chords(n_photos, max(1, round(fan_out)))
+        ratios = [i / p for i, p in zip(inprocess_s, pipeline_s, strict=True)]
         result: dict[str, Any] = {
             "photos": n_photos,
-            "photos_per_s_pipeline": round(n_photos / pipeline_s, 4),
-            "photos_per_s_inprocess": round(n_photos / inprocess_s, 4),
-            "overhead_ratio": round(inprocess_s / pipeline_s, 4),
-            "photos_per_s_with_images": round(n_photos / with_images_s, 4),
-            "overhead_ratio_with_images": round(inprocess_s / with_images_s, 4),
+            "rounds": rounds,
+            "photos_per_s_pipeline": round(n_photos / median(pipeline_s), 4),
+            "photos_per_s_inprocess": round(n_photos / median(inprocess_s), 4),
+            "overhead_ratio": round(median(ratios), 4),
+            "overhead_ratio_per_round": [round(r, 4) for r in ratios],
+            "photos_per_s_with_images": round(n_photos / median(with_images_s), 4),
+            "overhead_ratio_with_images": round(
+                median([i / w for i, w in zip(inprocess_s, with_images_s, strict=True)]), 4),
             "chords_per_s_noop": round(n_photos / noop_s, 2),
             "regions_per_photo": round(fan_out, 2),
             "gpu_worker_rss_kb_warm": rss_warm,
-            "cpu_s_per_photo": {name: round((cpu_after[name] - cpu_before[name]) / n_photos, 4)
-                                for name in cpu_after},
-            "inprocess_cpu_s_per_photo": round(inprocess_cpu_s / n_photos, 4),
+            "cpu_s_per_photo": {name: round(median([c[name] for c in pipeline_cpu]) / n_photos, 4)
+                                for name in pipeline_cpu[0]},
+            "inprocess_cpu_s_per_photo": round(median(inprocess_cpu) / n_photos, 4),
         }
-        processed = n_photos + 2
+        processed = rounds * n_photos + 2
         result[f"gpu_worker_rss_kb_after_{processed}"] = first = gpu_worker_rss_kb()
         if rss_photos > processed:
             distinct = [synthetic_jpeg(9700 + i) for i in range(min(50, rss_photos - processed))]
@@ -254,11 +274,12 @@ def run(n_photos: int, rss_photos: int) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=20)
+    parser.add_argument("--photos", type=int, default=20, help="photos per round")
+    parser.add_argument("--rounds", type=int, default=3, help="pipeline and in-process runs, alternating")
     parser.add_argument("--rss-photos", type=int, default=0, help="also push this many photos and compare RSS")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.photos, args.rss_photos)
+    result = run(args.photos, args.rounds, args.rss_photos)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -108,6 +109,14 @@ def test_upload_then_status_then_annotated_image(client: TestClient, workers: Wo
     assert annotated.headers["content-type"] == thumbnail.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(annotated.content)).size == (1024, 768)
     assert max(Image.open(io.BytesIO(thumbnail.content)).size) <= 512
+    # A box is drawn around every plant: more plant-box red pixels than plants, and none in the original.
+    assert _plant_box_pixels(annotated.content) > body["total_count"] > 0
+    assert _plant_box_pixels(synthetic_jpeg(9200, 1024, 768)) == 0
+
+
+def _plant_box_pixels(jpeg: bytes) -> int:
+    rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).astype(int)
+    return int(((rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 110)).sum())
 
 
 def webp_bytes() -> bytes:

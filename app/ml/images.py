@@ -73,14 +73,18 @@ def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     return ImageInfo(format=str(image.format), width=width, height=height)
 
 
-def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Bytes -> H x W x 3 RGB uint8, EXIF orientation applied."""
+def open_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Bytes -> a decoded RGB Pillow image, EXIF orientation applied."""
     image = _open(data, max_pixels)
     try:
-        image = ImageOps.exif_transpose(image)
-        return np.asarray(image.convert("RGB"))
+        return ImageOps.exif_transpose(image).convert("RGB")
     except Exception as exc:
         raise InvalidImage(f"corrupt or truncated {image.format} image") from exc
+
+
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Bytes -> H x W x 3 RGB uint8, EXIF orientation applied."""
+    return np.asarray(open_rgb(data, max_pixels))
 
 
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 90) -> bytes:

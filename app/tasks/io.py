@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 from sqlalchemy import select
@@ -11,7 +12,7 @@ from app.celery_app import app
 from app.db import repository
 from app.db.models import Detection, Region
 from app.db.session import db_session
-from app.ml.images import decode_rgb
+from app.ml.images import open_rgb
 from app.observability.logging import get_logger
 from app.storage import derived_key, get_storage
 from app.tasks.base import PipelineTask
@@ -22,8 +23,10 @@ REGION_COLOURS = {"tray": (255, 170, 0), "segment": (0, 160, 255)}
 THUMBNAIL_SIZE = (512, 512)
 
 
-def draw_annotations(image: Image.Image, regions: list[Region], detections: list[Detection]) -> Image.Image:
-    canvas = image.convert("RGB")
+def draw_annotations(image: Image.Image, regions: list[Region],
+                     boxes: Sequence[tuple[float, float, float, float]]) -> Image.Image:
+    """Regions with their counts, and a box per plant. Draws on `image` itself when it is RGB."""
+    canvas = image if image.mode == "RGB" else image.convert("RGB")
     draw = ImageDraw.Draw(canvas)
     width = max(2, canvas.width // 600)
     for region in regions:
@@ -35,8 +38,8 @@ def draw_annotations(image: Image.Image, regions: list[Region], detections: list
         count = "?" if region.plant_count is None else region.plant_count
         label = f"#{region.region_index} {region.class_name}: {count}"
         draw.text((region.x1 + 4, max(0, region.y1 - 14)), label, fill=colour)
-    for detection in detections:
-        draw.rectangle((detection.x1, detection.y1, detection.x2, detection.y2), outline=(255, 0, 60), width=1)
+    for box in boxes:
+        draw.rectangle(box, outline=(255, 0, 60), width=1)
     return canvas
 
 
@@ -54,12 +57,14 @@ def render_annotated(self: PipelineTask, photo_id: int) -> dict[str, str]:
         photo = repository.get_photo(db, photo_id=photo_id)
         session = repository.get_session(db, photo_id=photo_id)
         regions = list(db.scalars(select(Region).where(Region.session_id == session.id)))
-        detections = list(
-            db.scalars(select(Detection).where(Detection.region_id.in_([r.id for r in regions])))
-        ) if regions else []
+        # Plain tuples, not ORM objects: a photo has ~1000 plants.
+        boxes = db.execute(
+            select(Detection.x1, Detection.y1, Detection.x2, Detection.y2)
+            .where(Detection.region_id.in_([r.id for r in regions]))
+        ).tuples().all() if regions else []
         key = photo.storage_key
-    original = Image.fromarray(decode_rgb(storage.get(key)))
-    annotated = draw_annotations(original, regions, detections)
+    original = open_rgb(storage.get(key))
+    annotated = draw_annotations(original, regions, boxes)
     annotated_key = derived_key(key, "annotated", "jpg")
     thumbnail_key = derived_key(key, "thumbnail", "jpg")
     storage.put(annotated_key, _jpeg(annotated), "image/jpeg")

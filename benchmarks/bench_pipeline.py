@@ -9,8 +9,11 @@ one io gevent worker), warms them, then measures in one run, in --rounds alterna
 - photos/s through the API with warm workers (upload all, wait until all sessions end), and
   until every annotated image is stored as well;
 - photos/s of `analyse_photo` on the same photos in this process (the in-process floor);
+- once, photos/s when every photo was uploaded before the GPU worker starts on them (the
+  pipeline without the uploads' share of the CPU);
 - chords/s of a no-op chord with the same fan-out on the same Redis (Celery alone);
-- the GPU worker's resident memory after the warm-up and after --rss-photos photos;
+- the GPU worker's resident memory after the warm-up, after the first round and after
+  --rss-photos photos in all;
 - CPU seconds per photo of each process while the pipeline runs (API, workers, the Redis and
   PostgreSQL servers, this client) and of the in-process run: on a CPU-only machine, whatever
   runs beside the model takes cores from it.
@@ -141,9 +144,13 @@ class Services:
 FINAL = {"completed", "warning", "failed"}
 
 
-def upload_and_wait(port: int, photos: list[bytes]) -> tuple[float, float]:
+def upload_and_wait(port: int, photos: list[bytes], before_start: Any = None) -> tuple[float, float]:
     """Seconds from the first upload until the API reports every photo counted, and until
-    every annotated image is stored too (the io queue renders them after the counts)."""
+    every annotated image is stored too (the io queue renders them after the counts).
+
+    With `before_start`, the clock starts only once every photo is uploaded and
+    `before_start()` has returned (it resumes a GPU worker that was paused meanwhile).
+    """
     import httpx
 
     started = time.perf_counter()
@@ -153,6 +160,9 @@ def upload_and_wait(port: int, photos: list[bytes]) -> tuple[float, float]:
             response = client.post("/api/v1/photos", files={"file": (f"bench-{index}.jpg", data, "image/jpeg")})
             response.raise_for_status()
             urls.append(response.json()["status_url"])
+        if before_start is not None:
+            started = time.perf_counter()
+            before_start()
         statuses = []
         for url in urls:
             while (status := client.get(url).json()["status"]) not in FINAL:
@@ -166,6 +176,23 @@ def upload_and_wait(port: int, photos: list[bytes]) -> tuple[float, float]:
     if any(status != "completed" for status in statuses):
         raise RuntimeError(f"not every photo completed: {statuses}")
     return counted, rendered
+
+
+def queued_first(port: int, photos: list[bytes]) -> float:
+    """Seconds to count photos that were all uploaded while the GPU worker was paused: the
+    pipeline without the uploads' share of the CPU."""
+    from app.celery_app import app, gpu_queue
+
+    queue = gpu_queue(0)
+    gpu = [host for reply in app.control.ping(timeout=1.0) or [] for host in reply if host.startswith("gpu0@")]
+    app.control.cancel_consumer(queue, destination=gpu, reply=True)
+    try:
+        counted, _ = upload_and_wait(port, photos,
+                                     before_start=lambda: app.control.add_consumer(queue, destination=gpu, reply=True))
+    except BaseException:
+        app.control.add_consumer(queue, destination=gpu, reply=True)
+        raise
+    return counted
 
 
 class InProcess:
@@ -227,17 +254,25 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
         inprocess = InProcess()
         # Rounds alternate the pipeline and the in-process run, so a slow spell of the machine
         # touches both; the medians are reported.
-        pipeline_s, with_images_s, inprocess_s, pipeline_cpu, inprocess_cpu = [], [], [], [], []
+        pipeline_s: list[float] = []
+        with_images_s: list[float] = []
+        inprocess_s: list[float] = []
+        pipeline_cpu: list[dict[str, float]] = []
+        inprocess_cpu: list[float] = []
+        rss_first = 0
         for _ in range(rounds):
             cpu_before = services.cpu_seconds()
             counted, rendered = upload_and_wait(services.port, photos)  # returns once the workers are idle
             cpu_after = services.cpu_seconds()
+            if not pipeline_s:
+                rss_first = gpu_worker_rss_kb()  # after 2 + n_photos photos: the memory baseline
             elapsed, fan_out = inprocess.run(photos)
             pipeline_s.append(counted)
             with_images_s.append(rendered)
             inprocess_s.append(elapsed)
             pipeline_cpu.append({name: cpu_after[name] - cpu_before[name] for name in cpu_after})
             inprocess_cpu.append(services.cpu_seconds()["client"] - cpu_after["client"])
+        queued_s = queued_first(services.port, photos)
         noop_s = noop_chords(n_photos, max(1, round(fan_out)))
         ratios = [i / p for i, p in zip(inprocess_s, pipeline_s, strict=True)]
         result: dict[str, Any] = {
@@ -247,6 +282,8 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
             "photos_per_s_inprocess": round(n_photos / median(inprocess_s), 4),
             "overhead_ratio": round(median(ratios), 4),
             "overhead_ratio_per_round": [round(r, 4) for r in ratios],
+            "photos_per_s_uploaded_first": round(n_photos / queued_s, 4),
+            "overhead_ratio_uploaded_first": round(median(inprocess_s) / queued_s, 4),
             "photos_per_s_with_images": round(n_photos / median(with_images_s), 4),
             "overhead_ratio_with_images": round(
                 median([i / w for i, w in zip(inprocess_s, with_images_s, strict=True)]), 4),
@@ -257,8 +294,8 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
                                 for name in pipeline_cpu[0]},
             "inprocess_cpu_s_per_photo": round(median(inprocess_cpu) / n_photos, 4),
         }
-        processed = rounds * n_photos + 2
-        result[f"gpu_worker_rss_kb_after_{processed}"] = first = gpu_worker_rss_kb()
+        result[f"gpu_worker_rss_kb_after_{n_photos + 2}"] = rss_first
+        processed = (rounds + 1) * n_photos + 2
         if rss_photos > processed:
             distinct = [synthetic_jpeg(9700 + i) for i in range(min(50, rss_photos - processed))]
             extra = [distinct[i % len(distinct)] for i in range(rss_photos - processed)]
@@ -266,7 +303,7 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
                 upload_and_wait(services.port, extra[start : start + 20])
             last = gpu_worker_rss_kb()
             result[f"gpu_worker_rss_kb_after_{rss_photos}"] = last
-            result["rss_growth_ratio"] = round(last / first, 4)
+            result["rss_growth_ratio"] = round(last / rss_first, 4)
         return result
     finally:
         services.stop()

@@ -8,7 +8,7 @@ import pytest
 from PIL import ExifTags, Image
 
 from app.errors import InvalidImage
-from app.ml.images import inspect_image
+from app.ml.images import decode_rgb, inspect_image
 from tests.utils.photos import synthetic_jpeg
 
 
@@ -38,3 +38,8 @@ def test_exif_orientation_decides_width_and_height(orientation: int, size: tuple
     info = inspect_image(_jpeg_with_orientation(orientation))
 
     assert (info.width, info.height) == size
+
+
+@pytest.mark.parametrize(("orientation", "shape"), [(1, (48, 64, 3)), (6, (64, 48, 3)), (8, (64, 48, 3))])
+def test_decoded_photos_are_upright(orientation: int, shape: tuple[int, int, int]) -> None:
+    assert decode_rgb(_jpeg_with_orientation(orientation)).shape == shape

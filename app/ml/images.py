@@ -74,10 +74,12 @@ def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
 
 
 def open_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Bytes -> a decoded RGB Pillow image, EXIF orientation applied."""
+    """Bytes -> a decoded RGB Pillow image, EXIF orientation applied (in place: no copies of the photo)."""
     image = _open(data, max_pixels)
     try:
-        return ImageOps.exif_transpose(image).convert("RGB")
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return image if image.mode == "RGB" else image.convert("RGB")
     except Exception as exc:
         raise InvalidImage(f"corrupt or truncated {image.format} image") from exc
 

@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+CpuPriority = Literal["idle", "low", "normal"]  # BACKGROUND_CPU_PRIORITY; applied by workers/priority.py
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -91,7 +93,7 @@ class Settings(BaseSettings):
     # CPU priority of the cpu and io workers, so that aggregation and image rendering never take cores
     # from a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else
     # wants (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
-    background_cpu_priority: Literal["idle", "low", "normal"] = "idle"
+    background_cpu_priority: CpuPriority = "idle"
 
     # HTTP API.
     max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413

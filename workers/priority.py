@@ -12,13 +12,11 @@ children inherit it.
 from __future__ import annotations
 
 import os
-from typing import Literal
 
+from app.config import CpuPriority
 from app.observability.logging import get_logger
 
 log = get_logger(__name__)
-
-CpuPriority = Literal["idle", "low", "normal"]
 
 
 def lower_priority(priority: CpuPriority) -> None:

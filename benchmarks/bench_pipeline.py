@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -130,8 +131,7 @@ class Services:
         for server in ("redis-server", "postgres"):
             seconds[server] = sum(tree(p) for p in psutil.process_iter(["name"])
                                   if p.info["name"] == server and p.ppid() in (0, 1))
-        times = psutil.Process().cpu_times()
-        seconds["client"] = times.user + times.system
+        seconds["client"] = time.process_time()
         return seconds
 
     def stop(self) -> None:
@@ -144,7 +144,8 @@ class Services:
 FINAL = {"completed", "warning", "failed"}
 
 
-def upload_and_wait(port: int, photos: list[bytes], before_start: Any = None) -> tuple[float, float]:
+def upload_and_wait(port: int, photos: list[bytes],
+                    before_start: Callable[[], object] | None = None) -> tuple[float, float]:
     """Seconds from the first upload until the API reports every photo counted, and until
     every annotated image is stored too (the io queue renders them after the counts).
 
@@ -266,12 +267,13 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
             cpu_after = services.cpu_seconds()
             if not pipeline_s:
                 rss_first = gpu_worker_rss_kb()  # after 2 + n_photos photos: the memory baseline
+            inprocess_cpu_started = time.process_time()
             elapsed, fan_out = inprocess.run(photos)
+            inprocess_cpu.append(time.process_time() - inprocess_cpu_started)
             pipeline_s.append(counted)
             with_images_s.append(rendered)
             inprocess_s.append(elapsed)
             pipeline_cpu.append({name: cpu_after[name] - cpu_before[name] for name in cpu_after})
-            inprocess_cpu.append(services.cpu_seconds()["client"] - cpu_after["client"])
         queued_s = queued_first(services.port, photos)
         noop_s = noop_chords(n_photos, max(1, round(fan_out)))
         ratios = [i / p for i, p in zip(inprocess_s, pipeline_s, strict=True)]

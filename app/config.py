@@ -97,6 +97,10 @@ class Settings(BaseSettings):
 
     # HTTP API.
     max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413
+    # Long side / short side above which an upload is refused with 422: container segmentation runs on the
+    # whole photo at SEGMENTATION_IMGSZ, so a 12:1 panorama becomes a strip a few dozen pixels high where it
+    # finds nothing. Phones write 4:3, 16:9 (1.8) and 21:9 (2.3); 3 leaves room for a cropped bench.
+    max_aspect_ratio: float = Field(default=3.0, ge=1.0)
 
     fault_plan_file: str | None = None  # resilience tests only; see app/faults.py
 

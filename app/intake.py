@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 
+from app.config import get_settings
 from app.db import repository
 from app.db.models import Photo
 from app.db.session import db_session
@@ -94,7 +95,7 @@ def submit_photo(
 
     `celery` is the app to publish with (default: the service's own).
     """
-    info = inspect_image(data)
+    info = inspect_image(data, max_aspect_ratio=get_settings().max_aspect_ratio)
     cid = correlation.sanitize(correlation_id or correlation.correlation_id.get())
     key = new_key("original", info.extension)
     storage = get_storage()

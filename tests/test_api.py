@@ -24,7 +24,7 @@ from app.db.models import Photo
 from app.db.session import db_session
 from app.ml.segmentation import RegionProposal
 from tests.utils.api_server import start_api
-from tests.utils.bad_photos import bomb_png, gif_bytes, jpeg_padded, text_file, truncated_jpeg
+from tests.utils.bad_photos import bomb_png, gif_bytes, jpeg_padded, panorama_jpeg, text_file, truncated_jpeg
 from tests.utils.photos import blank_jpeg, png_bytes, synthetic_jpeg
 from tests.utils.processes import WorkerSet
 
@@ -156,6 +156,17 @@ def test_bad_uploads_are_refused_and_leave_nothing(client: TestClient, name: str
     response = upload(client, data, name=name)
 
     assert_error(response, status, code)
+    assert stored_state() == before
+
+
+def test_a_panorama_is_refused_with_the_limit_and_its_setting(client: TestClient) -> None:
+    before = stored_state()
+
+    response = upload(client, panorama_jpeg(9600, 800), name="nine-benches.jpg")
+
+    assert_error(response, 422, "invalid_image")
+    message = response.json()["error"]["message"]
+    assert "9600x800" in message and "12.0:1" in message and "MAX_ASPECT_RATIO" in message
     assert stored_state() == before
 
 

@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     region_padding: float = 0.02  # fraction of the region's size added around its box before detection
     photo_cache_size: int = 2  # decoded photos kept per worker process
 
+    # Plausibility checks (app/ml/plausibility.py): a photo past any of these limits ends `warning`, its
+    # counts still written. Chosen from measurements on held-out synthetic and real photos (models/README.md).
+    plausibility_min_plants: int = 20  # fewer plants than this: the share checks below stay silent
+    plausibility_size_outliers: float = 0.2  # share of plants outside the card's 1st-99th percentile size
+    plausibility_density_factor: float = 2.0  # times beyond the card's 1st/99th percentile plants per area
+    plausibility_overlap: float = 0.1  # share of plants overlapping another more than training plants did
+    plausibility_low_confidence: float = 0.3  # share of plants within 0.15 of the confidence threshold
+    plausibility_not_green: float = 0.3  # share of plants whose centre is not leaf-coloured
+
     # Retries.
     task_max_retries: int = 3
     retry_backoff: int = 2  # seconds; delays are backoff * 2**n: 2 s, 4 s, 8 s

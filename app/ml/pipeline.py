@@ -15,6 +15,7 @@ import numpy as np
 from app.config import Settings
 from app.errors import InvalidRegion
 from app.ml.detections import encode_detections
+from app.ml.plausibility import plant_like_count
 from app.ml.registry import ModelRegistry
 from app.ml.segmentation import RegionProposal, segment_photo
 from app.ml.sliced import Detections, SliceParams, detect_in_region
@@ -74,13 +75,17 @@ def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registr
     return Detections(found.boxes[inside], found.scores[inside])
 
 
-def region_result(region_index: int, detections: Detections) -> dict[str, Any]:
-    """The small JSON document a child task returns for one region."""
+def region_result(region_index: int, detections: Detections, plant_like: int | None = None) -> dict[str, Any]:
+    """The small JSON document a child task returns for one region.
+
+    `plant_like` is how many of the plants look leaf-coloured (app.ml.plausibility.plant_like_count).
+    """
     return {
         "region_index": region_index,
         "count": len(detections),
         "mean_confidence": round(float(detections.scores.mean()), 4) if len(detections) else None,
         "detections": encode_detections(detections.boxes, detections.scores),
+        "plant_like": plant_like,
     }
 
 
@@ -88,6 +93,7 @@ def region_result(region_index: int, detections: Detections) -> dict[str, Any]:
 class RegionCount:
     region: RegionProposal
     detections: Detections
+    plant_like: int | None = None  # plants whose centre looks leaf-coloured
 
     @property
     def count(self) -> int:
@@ -105,5 +111,8 @@ class PhotoAnalysis:
 
 def analyse_photo(image_rgb: np.ndarray, registry: ModelRegistry) -> PhotoAnalysis:
     """Segment, then count every region: the whole pipeline in this process."""
-    regions = find_regions(image_rgb, registry)
-    return PhotoAnalysis([RegionCount(r, count_region(image_rgb, r.bbox, registry)) for r in regions])
+    counted = []
+    for region in find_regions(image_rgb, registry):
+        detections = count_region(image_rgb, region.bbox, registry)
+        counted.append(RegionCount(region, detections, plant_like_count(image_rgb, detections.boxes)))
+    return PhotoAnalysis(counted)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from app.api.schemas import PhotoStatus, Progress, RegionOut, SessionState, Timings
+from app.api.schemas import Doubt, PhotoStatus, Progress, RegionOut, SessionState, Timings
 from app.db.models import Photo
 
 
@@ -44,6 +44,9 @@ def photo_status(photo: Photo, *, annotated_url: str | None, thumbnail_url: str 
         ],
         total_count=session.total_count,
         warnings=session.warnings or [],
+        doubts=[Doubt(**doubt) for doubt in session.doubts or []],
+        model_cards=session.model_cards or {},
+        region_mode=session.region_mode,
         error=session.error,
         timings=Timings(
             created_at=session.created_at,

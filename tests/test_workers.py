@@ -34,10 +34,12 @@ def test_each_entrypoint_runs_its_pool_on_its_queues(isolated_broker: IsolatedBr
     active = isolated_broker.inspect("active_queues")
     queues = {h.split("@")[0]: sorted(q["name"] for q in qs) for h, qs in active.items()}
     assert queues == {"gpu0": ["gpu_queue_0"], "cpu": ["cpu"], "io": ["io"]}
-    # The GPU worker loaded its models at start; without CUDA it says so loudly.
+    # The GPU worker loaded its models at start; without CUDA it says so loudly, with CUDA it does not.
     events = [line.get("event") for line in workers.logs("gpu")]
     assert "models loaded and warmed up" in events
-    assert "NO CUDA DEVICE: the GPU worker runs its models on the CPU" in events
+    gpu_info = isolated_broker.send(PROCESS_INFO, "gpu_queue_0").get(timeout=30)
+    warned = "NO CUDA DEVICE: the GPU worker runs its models on the CPU" in events
+    assert warned is not gpu_info["cuda_available"]
     # The prefork worker never initialised CUDA.
     info = isolated_broker.send(PROCESS_INFO, "cpu").get(timeout=30)
     assert info["cuda_initialized"] is False

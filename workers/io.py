@@ -21,6 +21,7 @@ from psycogreen.gevent import patch_psycopg  # noqa: E402
 patch_psycopg()
 
 from app.config import get_settings  # noqa: E402
+from app.names import IO_QUEUE  # noqa: E402
 from workers.priority import lower_priority  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def argv(extra: list[str]) -> list[str]:
         "-P",
         "gevent",
         f"--concurrency={concurrency}",
-        "--queues=io",
+        f"--queues={IO_QUEUE}",
         "-E",
         "--hostname=io@%h",
         "--loglevel=INFO",
@@ -43,8 +44,11 @@ def main() -> None:
     os.environ.setdefault("DB_POOL_SIZE", str(get_settings().io_concurrency))
     lower_priority(get_settings().background_cpu_priority)
     from app.celery_app import app  # boto3 and the database driver are imported after patching
+    from workers.queues import import_tasks_for
 
-    app.worker_main(argv(sys.argv[1:]))
+    args = argv(sys.argv[1:])
+    import_tasks_for(app, args)
+    app.worker_main(args)
 
 
 if __name__ == "__main__":

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class RegionProposal:
-    class_name: str
-    confidence: float
-    bbox: tuple[int, int, int, int]  # x1, y1, x2, y2 in photo pixels
-    polygon: list[list[float]]  # [[x, y], ...] in photo pixels
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "class_name": self.class_name,
-            "confidence": self.confidence,
-            "bbox": list(self.bbox),
-            "polygon": self.polygon,
-        }
+from app.records import RegionProposal
 
 
 def _simplify(polygon: np.ndarray, max_points: int = 64) -> list[list[float]]:

@@ -6,15 +6,14 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CorrelationIdDep, MetadataDep, PhotoDep, UploadDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorBody, PhotoAccepted, PhotoStatus
 from app.api.views import photo_status
-from app.errors import DatabaseUnavailable, InvalidImage, ObjectMissing, StorageUnavailable
-from app.intake import BrokerUnavailable, submit_photo
+from app.errors import BrokerUnavailable, DatabaseUnavailable, InvalidImage, ObjectMissing, StorageUnavailable
+from app.intake import submit_photo
 from app.storage import get_storage
 
 router = APIRouter(prefix="/api/v1/photos", tags=["photos"])
@@ -44,7 +43,7 @@ async def upload_photo(
     except StorageUnavailable as exc:
         raise ApiError(503, "storage_unavailable", "the photo store is unreachable; try again later",
                        headers=RETRY_AFTER) from exc
-    except (DatabaseUnavailable, OperationalError, InterfaceError) as exc:
+    except DatabaseUnavailable as exc:
         raise ApiError(503, "database_unavailable", "the database is unreachable; try again later",
                        headers=RETRY_AFTER) from exc
     status_url = str(request.url_for("get_photo", photo_id=submission.photo_uuid))

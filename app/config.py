@@ -70,12 +70,12 @@ class Settings(BaseSettings):
 
     # Plausibility checks (app/ml/plausibility.py): a photo past any of these limits ends `warning`, its
     # counts still written. Chosen from measurements on held-out synthetic and real photos (models/README.md).
-    plausibility_min_plants: int = 20  # fewer plants than this: the share checks below stay silent
+    plausibility_min_plants: int = 5  # fewer plants than this: the share checks below stay silent
     plausibility_size_outliers: float = 0.2  # share of plants outside the card's 1st-99th percentile size
     plausibility_density_factor: float = 2.0  # times beyond the card's 1st/99th percentile plants per area
     plausibility_overlap: float = 0.1  # share of plants overlapping another more than training plants did
-    plausibility_low_confidence: float = 0.3  # share of plants within 0.15 of the confidence threshold
-    plausibility_not_green: float = 0.3  # share of plants whose centre is not leaf-coloured
+    plausibility_low_confidence: float = 0.1  # share of plants within 0.15 of the confidence threshold
+    plausibility_not_green: float = 0.05  # share of plants whose centre is not leaf-coloured
 
     # Retries.
     task_max_retries: int = 3

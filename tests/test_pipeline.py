@@ -8,6 +8,7 @@ from app.celery_app import app as celery
 from app.db.models import Detection, Region, StockBatch, StockMovement
 from app.db.session import db_session
 from app.intake import submit_photo
+from app.ml.registry import get_registry
 from tests.utils.photos import blank_jpeg, synthetic, synthetic_jpeg, wait_final
 from tests.utils.processes import WorkerSet
 
@@ -39,7 +40,11 @@ def test_photo_goes_through_segmentation_chord_and_aggregation(workers: WorkerSe
 
     session = wait_final(submission.photo_id)
 
-    assert session.status == "completed", session.error
+    assert session.status == "completed", (session.error, session.doubts)
+    assert session.doubts == []
+    assert session.model_cards == {"segmentation": get_registry().segmentation_card().id,
+                                   "detection": get_registry().detection_card().id}
+    assert session.model_cards["detection"].startswith("plant_det@")
     rows = _rows(session.id)
     assert session.regions_total == rows["regions"] == len(truth.containers)
     assert rows["batches"] == rows["movements"] == rows["regions"]
@@ -68,12 +73,14 @@ def test_a_photo_is_finished_before_the_next_one_starts(workers: WorkerSet) -> N
     assert sorted(loads) == sorted(photo_ids)
 
 
-def test_photo_without_containers_completes_with_zero(workers: WorkerSet) -> None:
+def test_photo_without_containers_is_a_warning_not_a_silent_zero(workers: WorkerSet) -> None:
     submission = submit_photo(blank_jpeg(), filename="empty-bench.jpg")
 
     session = wait_final(submission.photo_id)
 
-    assert session.status == "completed"
+    assert session.status == "warning"
+    assert [d["check"] for d in session.doubts] == ["no_regions"]
+    assert "no containers found" in session.doubts[0]["message"]
     assert session.regions_total == 0
     assert session.total_count == 0
     assert _rows(session.id)["movements"] == 0

@@ -1,13 +1,15 @@
 """Is a photo's count believable? A verdict from the model card and the photo's own detections.
 
-Pure functions (numpy and OpenCV only): no Celery, no database. Aggregation calls `judge` with the
-regions and detections of a photo; a non-empty list of reasons makes the photo `warning` (the counts
-are still written: a person decides). Each check compares one measured quantity with the detector's
-card (what it saw in training) under a threshold that is a setting. The thresholds were chosen from
-measurements on held-out synthetic photos and on real public photos; models/README.md has the numbers.
+Pure functions (numpy; OpenCV for the colour measure, on the GPU worker): no Celery, no database.
+Aggregation calls `judge` with the regions and detections of a photo; a non-empty list of reasons makes
+the photo `warning` (the counts are still written: a person decides). Each check compares one measured
+quantity with the detector's card (what it saw in training) under a threshold that is a setting. The
+thresholds were chosen from measurements on held-out synthetic photos and on real public photos;
+models/README.md has the numbers.
 
 Checks, each with its reason in plain words:
 - `no_regions`: segmentation found no container.
+- `no_plants`: containers were found, and not one plant in any of them.
 - `model_card`: the detector has no card of its own, so nothing tells what a plausible photo is.
 - `plant_size`: too many plants are smaller or larger than any the model was trained on.
 - `density`: a region holds far more (or fewer) plants per area than any training container.
@@ -21,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from app.config import Settings
@@ -91,6 +92,8 @@ def plant_like_count(image_rgb: np.ndarray, boxes: np.ndarray) -> int:
 
     One HSV conversion of the boxes' common crop and an integral image: ~10 ms for a 2048x1536 region.
     """
+    import cv2  # here, not at the top: aggregation imports this module on the cpu worker, which loads no OpenCV
+
     if len(boxes) == 0:
         return 0
     height, width = image_rgb.shape[:2]
@@ -197,6 +200,10 @@ def judge(card: ModelCard, photo_size: tuple[int, int], regions: list[RegionDete
         if segmented:
             reasons.append(Reason("no_regions", "no containers found: nothing was counted, the photo may still "
                                   "hold plants", 0, 1))
+        return reasons
+    if sum(len(r.boxes) for r in regions) == 0:
+        reasons.append(Reason("no_plants", f"{len(regions)} containers found and not one plant in them: empty, or "
+                              "plants the model does not recognise", 0, 1))
         return reasons
     if not card.known:
         reasons.append(Reason("model_card", f"the plant detector has no model card ({card.id}): its training "

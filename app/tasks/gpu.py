@@ -20,6 +20,7 @@ from app.deadletter import record as deadletter
 from app.errors import TRANSIENT_ERRORS
 from app.ml.images import decode_rgb
 from app.ml.pipeline import count_region, find_regions, region_result
+from app.ml.plausibility import plant_like_count
 from app.ml.registry import get_registry
 from app.observability.logging import get_logger
 from app.storage import get_storage
@@ -97,8 +98,9 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
     index = int(region["index"])
     try:
         faults.inject("ml.count_region", f"{photo_id}:{index}")
-        detections = count_region(photo_cache.get(photo_id), tuple(region["bbox"]), get_registry())
-        result = region_result(index, detections)
+        image = photo_cache.get(photo_id)
+        detections = count_region(image, tuple(region["bbox"]), get_registry())
+        result = region_result(index, detections, plant_like_count(image, detections.boxes))
         with db_session() as db:
             done, total = repository.record_region_progress(
                 db, photo_id=photo_id, region_index=index, count=result["count"],

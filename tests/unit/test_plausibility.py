@@ -15,8 +15,8 @@ CARD = ModelCard(
     confidence_threshold=0.35, plant_side=Spread(12.0, 15.0, 23.0, 35.0, 38.0),
     plant_density=Spread(230.0, 290.0, 540.0, 1270.0, 1520.0), max_plant_overlap=0.28, document={},
 )
-LIMITS = Limits(min_plants=20, size_outliers=0.2, density_factor=2.0, overlap=0.1, low_confidence=0.3,
-                not_green=0.3)
+LIMITS = Limits(min_plants=5, size_outliers=0.2, density_factor=2.0, overlap=0.1, low_confidence=0.1,
+                not_green=0.05)
 PHOTO = (2048, 1536)
 
 
@@ -71,6 +71,10 @@ def test_an_empty_container_is_no_density_evidence() -> None:
     assert checks([region(grid()), region(np.zeros((0, 4)), bbox=(1000, 100, 1800, 900))]) == []
 
 
+def test_containers_without_a_single_plant_are_a_warning() -> None:
+    assert checks([region(np.zeros((0, 4))), region(np.zeros((0, 4)), bbox=(1000, 100, 1800, 900))]) == ["no_plants"]
+
+
 def test_plants_split_into_overlapping_parts_trip_the_overlap_check() -> None:
     whole = grid()
     parts = whole + np.array([8.0, 0.0, 8.0, 0.0])  # every plant found twice, shifted by a third of its width
@@ -91,7 +95,7 @@ def test_unmeasured_colour_is_not_judged() -> None:
 
 
 def test_few_plants_keep_the_share_checks_silent() -> None:
-    boxes = grid(rows=3, cols=3, pitch=110, side=100)  # 9 huge plants
+    boxes = grid(rows=2, cols=2, pitch=110, side=100)  # 4 huge plants
     assert "plant_size" not in checks([region(boxes, plant_like=0, bbox=(100, 100, 450, 450))])
 
 

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     merge_method: Literal["GREEDYNMM", "NMS"] = "GREEDYNMM"
     merge_metric: Literal["IOS", "IOU"] = "IOS"
     merge_threshold: float = 0.5
+    # Where plants are counted: "segment" finds containers (trays, beds) and counts each; "whole" counts the
+    # whole photo as one region (no containers, or containers the segmenter does not know). A photo uploaded
+    # with its own `region_mode` or `regions` (boxes, e.g. from a fixed bench camera) overrides this.
+    region_mode: Literal["segment", "whole"] = "segment"
     region_padding: float = 0.02  # fraction of the region's size added around its box before detection
     photo_cache_size: int = 2  # decoded photos kept per worker process
 

@@ -22,6 +22,7 @@ from app.errors import BrokerUnavailable
 from app.ml.images import inspect_image
 from app.observability import correlation
 from app.observability.logging import get_logger
+from app.records import validate_bbox
 from app.storage import get_storage, new_key
 
 log = get_logger(__name__)
@@ -93,6 +94,8 @@ def submit_photo(
     `celery` is the app to publish with (default: the service's own).
     """
     info = inspect_image(data, max_aspect_ratio=get_settings().max_aspect_ratio)
+    for box in (metadata or {}).get("regions") or []:
+        validate_bbox(box, info.width, info.height)
     cid = correlation.sanitize(correlation_id or correlation.correlation_id.get())
     key = new_key("original", info.extension)
     storage = get_storage()

@@ -84,6 +84,12 @@ def test_upload_then_status_then_annotated_image(client: TestClient, workers: Wo
     assert accepted["status_url"].endswith(f"{PHOTOS}/{accepted['photo_id']}")
     body = wait_for(client, accepted["status_url"], lambda b: b["status"] in ("completed", "warning", "failed"))
     assert body["status"] in ("completed", "warning"), body["error"]
+    # Provenance: the cards of the models that counted; a warning always says why.
+    assert body["model_cards"]["detection"].startswith("plant_det@")
+    assert body["model_cards"]["segmentation"].startswith("container_seg@")
+    assert body["region_mode"] == "segment"
+    assert (body["status"] == "warning") == bool(body["doubts"] or body["warnings"])
+    assert all(doubt["check"] and doubt["message"] for doubt in body["doubts"])
     assert body["photo_id"] == accepted["photo_id"] and body["session_id"] == accepted["session_id"]
     assert body["task_id"] and body["correlation_id"] == "api-e2e-1"
     assert body["metadata"] == {"bench": "B-12", "notes": "north side"}
@@ -167,6 +173,17 @@ def test_a_panorama_is_refused_with_the_limit_and_its_setting(client: TestClient
     assert_error(response, 422, "invalid_image")
     message = response.json()["error"]["message"]
     assert "9600x800" in message and "12.0:1" in message and "MAX_ASPECT_RATIO" in message
+    assert stored_state() == before
+
+
+@pytest.mark.parametrize("regions", ["not json", "[[0, 0, 10]]", "[[0, 0, 5000, 10]]", "[]"],
+                         ids=["not-json", "three-numbers", "outside-the-photo", "none"])
+def test_supplied_regions_that_cannot_be_counted_are_refused(client: TestClient, regions: str) -> None:
+    before = stored_state()
+
+    response = upload(client, png_bytes(), name="bench.png", data={"regions": regions})
+
+    assert_error(response, 422, "invalid_regions")
     assert stored_state() == before
 
 

@@ -118,3 +118,40 @@ def test_workers_consume_only_their_queues(workers: WorkerSet) -> None:
     queues = {host.split("@")[0]: sorted(q["name"] for q in qs) for host, qs in active.items()}
     assert queues["gpu0"] == ["gpu_queue_0"]
     assert queues["cpu"] == ["cpu", "io"]
+
+
+def test_whole_mode_counts_the_photo_as_one_region(workers: WorkerSet) -> None:
+    truth = synthetic(9105)
+    submission = submit_photo(synthetic_jpeg(9105), filename="bench.jpg", metadata={"region_mode": "whole"})
+
+    session = wait_final(submission.photo_id)
+
+    assert session.status == "completed", (session.error, session.doubts)
+    assert session.region_mode == "whole"
+    with db_session() as db:
+        regions = db.scalars(select(Region).where(Region.session_id == session.id)).all()
+        assert [(r.class_name, r.bbox) for r in regions] == [("whole", (0, 0, 2048, 1536))]
+    assert abs(session.total_count - truth.true_count) <= COUNT_TOLERANCE * truth.true_count
+
+
+def test_regions_supplied_with_the_upload_replace_segmentation(workers: WorkerSet) -> None:
+    boxes = [[0, 0, 1024, 1536], [1024, 0, 2048, 1536]]
+    submission = submit_photo(synthetic_jpeg(9106), filename="bench.jpg", metadata={"regions": boxes})
+
+    session = wait_final(submission.photo_id)
+
+    assert session.region_mode == "supplied"
+    with db_session() as db:
+        regions = db.scalars(select(Region).where(Region.session_id == session.id)
+                             .order_by(Region.region_index)).all()
+        assert [list(r.bbox) for r in regions] == boxes
+        assert sum(r.plant_count or 0 for r in regions) == session.total_count > 0
+
+
+def test_a_bare_photo_in_whole_mode_is_a_warning_with_no_plants(workers: WorkerSet) -> None:
+    submission = submit_photo(blank_jpeg(), filename="bare.jpg", metadata={"region_mode": "whole"})
+
+    session = wait_final(submission.photo_id)
+
+    assert session.status == "warning"
+    assert [d["check"] for d in session.doubts] == ["no_plants"]

@@ -77,9 +77,11 @@ def mark_processing(db: Session, *, photo_id: int, task_id: str | None) -> Proce
     return session
 
 
-def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal]) -> list[Region]:
-    """Store the segmentation once; a redelivered parent finds and reuses the same rows."""
+def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal],
+                 region_mode: str = "segment") -> list[Region]:
+    """Store the regions once (and how they were found); a redelivered parent finds and reuses the same rows."""
     session = get_session(db, photo_id=photo_id, lock=True)
+    session.region_mode = region_mode
     existing = list(db.scalars(select(Region).where(Region.session_id == session.id).order_by(Region.region_index)))
     if existing:
         return existing

@@ -152,8 +152,12 @@ class Measurements:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def measure(card: ModelCard, photo_size: tuple[int, int], regions: list[RegionDetections]) -> Measurements:
-    """Measure a photo's detections against the detector's card. `photo_size` is (width, height)."""
+def measure(card: ModelCard, photo_size: tuple[int, int], regions: list[RegionDetections],
+            segmented: bool = True) -> Measurements:
+    """Measure a photo's detections against the detector's card. `photo_size` is (width, height).
+
+    Sparse regions count only when `segmented`: a whole photo or a supplied box holds floor too.
+    """
     scale = card.reference_long_side / max(photo_size)
     boxes = np.concatenate([r.boxes for r in regions]) if regions else np.zeros((0, 4))
     scores = np.concatenate([r.scores for r in regions]) if regions else np.zeros(0)
@@ -168,7 +172,7 @@ def measure(card: ModelCard, photo_size: tuple[int, int], regions: list[RegionDe
             megapixels = max((x2 - x1) * (y2 - y1) * scale * scale / 1e6, 1e-6)
             density = len(region.boxes) / megapixels
             density_high = max(density_high, density / max(card.plant_density.p99, 1e-9))
-            if len(region.boxes):  # an empty container is no evidence of a wrong count
+            if len(region.boxes) and segmented:  # an empty container, or a whole photo, is no evidence
                 density_low = max(density_low, card.plant_density.p1 / density)
     if plants and card.max_plant_overlap is not None:
         overlap = sum(_overlapping_share(r.boxes, card.max_plant_overlap) for r in regions) / plants
@@ -209,7 +213,7 @@ def judge(card: ModelCard, photo_size: tuple[int, int], regions: list[RegionDete
         reasons.append(Reason("model_card", f"the plant detector has no model card ({card.id}): its training "
                               "data is unknown, so its count cannot be checked", 0, 1))
         return reasons
-    m = measure(card, photo_size, regions)
+    m = measure(card, photo_size, regions, segmented)
     if m.plants >= limits.min_plants and card.plant_side is not None and m.size_outliers > limits.size_outliers:
         reasons.append(Reason(
             "plant_size", f"{_pct(m.size_outliers)} of the plants are smaller or larger than any the model was "

@@ -12,7 +12,14 @@ from app.api.deps import CorrelationIdDep, MetadataDep, PhotoDep, UploadDep
 from app.api.errors import ApiError
 from app.api.schemas import ErrorBody, PhotoAccepted, PhotoStatus
 from app.api.views import photo_status
-from app.errors import BrokerUnavailable, DatabaseUnavailable, InvalidImage, ObjectMissing, StorageUnavailable
+from app.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    InvalidImage,
+    InvalidRegion,
+    ObjectMissing,
+    StorageUnavailable,
+)
 from app.intake import submit_photo
 from app.storage import get_storage
 
@@ -35,6 +42,8 @@ async def upload_photo(
         submission = await run_in_threadpool(
             lambda: submit_photo(upload.data, filename=upload.filename, correlation_id=cid, metadata=metadata)
         )
+    except InvalidRegion as exc:
+        raise ApiError(422, "invalid_regions", str(exc)) from exc
     except InvalidImage as exc:
         raise ApiError(422, "invalid_image", str(exc)) from exc
     except BrokerUnavailable as exc:

@@ -145,7 +145,8 @@ def test_regions_supplied_with_the_upload_replace_segmentation(workers: WorkerSe
         regions = db.scalars(select(Region).where(Region.session_id == session.id)
                              .order_by(Region.region_index)).all()
         assert [list(r.bbox) for r in regions] == boxes
-        assert sum(r.plant_count or 0 for r in regions) == session.total_count > 0
+        assert session.total_count is not None and session.total_count > 0
+        assert sum(r.plant_count or 0 for r in regions) == session.total_count
 
 
 def test_a_bare_photo_in_whole_mode_is_a_warning_with_no_plants(workers: WorkerSet) -> None:

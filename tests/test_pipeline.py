@@ -131,6 +131,7 @@ def test_whole_mode_counts_the_photo_as_one_region(workers: WorkerSet) -> None:
     with db_session() as db:
         regions = db.scalars(select(Region).where(Region.session_id == session.id)).all()
         assert [(r.class_name, r.bbox) for r in regions] == [("whole", (0, 0, 2048, 1536))]
+    assert session.total_count is not None
     assert abs(session.total_count - truth.true_count) <= COUNT_TOLERANCE * truth.true_count
 
 

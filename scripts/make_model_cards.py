@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app.geometry import box_overlap
 from app.ml.cards import Spread, weights_digest, write_card
 from app.ml.synthetic import CONTAINER_CLASSES, REFERENCE_LONG_SIDE, render_photo
 
@@ -39,12 +40,7 @@ TRAINING_DATA = {
 def _max_iou(boxes: np.ndarray) -> float:
     if len(boxes) < 2:
         return 0.0
-    a, b = boxes[:, None, :], boxes[None, :, :]
-    iw = (np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])).clip(min=0)
-    ih = (np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])).clip(min=0)
-    inter = iw * ih
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    iou = inter / (area[:, None] + area[None, :] - inter)
+    iou = box_overlap(boxes[:, None, :], boxes[None, :, :])
     np.fill_diagonal(iou, 0)
     return float(iou.max())
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
+from app.geometry import box_overlap
 from app.ml.cards import ModelCard
 
 Box = tuple[int, int, int, int]
@@ -121,14 +122,9 @@ def _overlapping_share(boxes: np.ndarray, iou_limit: float) -> int:
     if n < 2:
         return 0
     b = boxes.astype(np.float64)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     hit = np.zeros(n, bool)
     for start in range(0, n, 512):  # rows in blocks: 512 x N floats at a time
-        a = b[start:start + 512, None, :]
-        iw = (np.minimum(a[..., 2], b[None, :, 2]) - np.maximum(a[..., 0], b[None, :, 0])).clip(min=0)
-        ih = (np.minimum(a[..., 3], b[None, :, 3]) - np.maximum(a[..., 1], b[None, :, 1])).clip(min=0)
-        inter = iw * ih
-        iou = inter / np.maximum(area[start:start + 512, None] + area[None, :] - inter, 1e-9)
+        iou = box_overlap(b[start:start + 512, None, :], b[None, :, :])
         np.fill_diagonal(iou[:, start:start + 512], 0.0)
         hit[start:start + 512] = (iou > iou_limit).any(axis=1)
     return int(hit.sum())

@@ -202,8 +202,8 @@ def judge(card: ModelCard, photo_size: tuple[int, int], regions: list[RegionDete
                                   "hold plants", 0, 1))
         return reasons
     if sum(len(r.boxes) for r in regions) == 0:
-        reasons.append(Reason("no_plants", f"{len(regions)} containers found and not one plant in them: empty, or "
-                              "plants the model does not recognise", 0, 1))
+        reasons.append(Reason("no_plants", f"not one plant found in {len(regions)} region(s): empty, or plants "
+                              "the model does not recognise", 0, 1))
         return reasons
     if not card.known:
         reasons.append(Reason("model_card", f"the plant detector has no model card ({card.id}): its training "
@@ -214,7 +214,7 @@ def judge(card: ModelCard, photo_size: tuple[int, int], regions: list[RegionDete
         reasons.append(Reason(
             "plant_size", f"{_pct(m.size_outliers)} of the plants are smaller or larger than any the model was "
             f"trained on (median {m.median_side:.0f} px against {card.plant_side.p1:.0f}-{card.plant_side.p99:.0f} "
-            f"px at a {card.reference_long_side} px wide photo)", m.size_outliers, limits.size_outliers))
+            f"px with the photo's long side at {card.reference_long_side} px)", m.size_outliers, limits.size_outliers))
     if card.plant_density is not None and max(m.density_high, m.density_low) > limits.density_factor:
         ratio, word = (m.density_high, "more") if m.density_high >= m.density_low else (m.density_low, "fewer")
         reasons.append(Reason(

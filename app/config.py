@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 CpuPriority = Literal["idle", "low", "normal"]  # BACKGROUND_CPU_PRIORITY; applied by workers/priority.py
+LogFormat = Literal["auto", "json", "console"]  # LOG_FORMAT; resolved by app/observability/logging.py
 
 
 class Settings(BaseSettings):
@@ -101,7 +102,8 @@ class Settings(BaseSettings):
     fault_plan_file: str | None = None  # resilience tests only; see app/faults.py
 
     log_level: str = "INFO"
-    log_format: Literal["json", "console"] = "json"  # "console" renders for humans only when stderr is a terminal
+    # "auto": console rendering when ENVIRONMENT=development and stderr is a terminal, JSON lines otherwise.
+    log_format: LogFormat = "auto"
 
     # Flower (python -m workers.flower): live workers and tasks, Prometheus /metrics.
     flower_port: int = 5555

@@ -29,16 +29,14 @@ from celery.signals import (
     worker_process_init,
 )
 
-from app.config import get_settings
 from app.observability import correlation
-from app.observability.logging import configure_logging, set_process_fields
+from app.observability.logging import configure_from_settings, set_process_fields
 
 
 @setup_logging.connect
 def _configure_worker_logging(**_: Any) -> None:
     """Connected at all, this stops Celery from installing its own log handlers (any pool)."""
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_from_settings()
 
 
 @celeryd_after_setup.connect

@@ -147,3 +147,13 @@ def test_demo_piped_prints_the_table_only_and_keeps_earlier_runs(tmp_path: Path)
     assert second.stderr.splitlines()[-1].startswith("demeter: timeout: 1 of 1 photos not finished after 0 s")
     runs = sorted((tmp_path / "data" / "runs").iterdir())
     assert len(runs) == 2 and (runs[0] / "annotated" / "1_bench_9000.jpg").exists()
+
+
+def test_eval_shows_progress_on_stderr_and_the_report_on_stdout(tmp_path: Path) -> None:
+    env = _embedded_env(tmp_path)
+    assert _demeter(["synth", "--out", str(tmp_path / "set"), "--n", "1", "--width", "640", "--height", "480"],
+                    env).returncode == 0
+    done = _demeter(["eval", "--data", str(tmp_path / "set"), "--no-full-image"], env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "evaluating: 0/1 photos" in done.stderr and "evaluating: 1/1 photos" in done.stderr
+    assert done.stdout.startswith("photo ") and "evaluating" not in done.stdout

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # wants (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
     background_cpu_priority: CpuPriority = "idle"
 
+    # Each worker serves Prometheus metrics on this port once ready (0: not served; the API has /metrics).
+    metrics_port: int = 0
+
     # HTTP API.
     max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413
 

@@ -19,7 +19,7 @@ from app.db.models import Photo
 from app.db.session import db_session
 from app.errors import BrokerUnavailable
 from app.ml.images import inspect_image
-from app.observability import correlation
+from app.observability import correlation, metrics
 from app.observability.logging import get_logger
 from app.storage import get_storage, new_key
 
@@ -112,6 +112,7 @@ def submit_photo(
     except Exception as exc:
         _forget(photo_id, key)
         raise BrokerUnavailable(f"could not queue photo {photo_id}: {exc}") from exc
+    metrics.PHOTOS_SUBMITTED.inc()
     log.info("photo submitted", photo_id=photo_id, task_id=task_id, queue=queue, correlation_id=cid)
     return Submission(photo_id, photo_uuid, session_uuid, task_id, cid, queue)
 

@@ -18,6 +18,7 @@ from app.celery_app import app
 from app.config import get_settings
 from app.names import CPU_QUEUE
 from app.observability.logging import celery_banner_options, configure_from_settings
+from workers.metrics import install as install_metrics
 from workers.priority import lower_priority
 from workers.queues import import_tasks_for
 
@@ -48,6 +49,7 @@ def argv(extra: list[str]) -> list[str]:
 
 def main() -> None:
     configure_from_settings()
+    install_metrics("cpu", multiprocess=True)
     lower_priority(get_settings().background_cpu_priority)
     args = argv(sys.argv[1:])
     import_tasks_for(app, args)

@@ -20,6 +20,7 @@ from app.config import get_settings
 from app.ml.registry import get_registry
 from app.names import gpu_queue
 from app.observability.logging import celery_banner_options, configure_from_settings, get_logger
+from workers.metrics import install as install_metrics
 from workers.queues import import_tasks_for
 from workers.recycling import RecyclePolicy, install
 
@@ -55,6 +56,7 @@ def argv(index: int, extra: list[str]) -> list[str]:
 
 def main() -> None:
     configure_from_settings()
+    install_metrics("gpu")
     settings = get_settings()
     install(RecyclePolicy(settings.gpu_max_tasks_per_child, settings.gpu_max_memory_per_child_kb,
                           settings.gpu_max_cuda_memory_mb))

@@ -23,6 +23,7 @@ patch_psycopg()
 from app.config import get_settings  # noqa: E402
 from app.names import IO_QUEUE  # noqa: E402
 from app.observability.logging import celery_banner_options, configure_from_settings  # noqa: E402
+from workers.metrics import install as install_metrics  # noqa: E402
 from workers.priority import lower_priority  # noqa: E402
 
 
@@ -43,6 +44,7 @@ def argv(extra: list[str]) -> list[str]:
 
 def main() -> None:
     configure_from_settings()
+    install_metrics("io")
     os.environ.setdefault("DB_POOL_SIZE", str(get_settings().io_concurrency))
     lower_priority(get_settings().background_cpu_priority)
     from app.celery_app import app  # boto3 and the database driver are imported after patching

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from app.api.correlation import CorrelationIdMiddleware
 from app.api.errors import install_error_handlers
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimitMiddleware
-from app.api.routes import health, photos
+from app.api.routes import health, metrics, photos
 from app.config import Settings, get_settings
 
 
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Greenhouse bench photos in, plant counts and stock rows out.",
     )
     api.state.settings = settings
+    api.state.queue_metrics = metrics.queue_registry(settings.broker_url_resolved, settings.gpu_queues)
     install_error_handlers(api)
     # Added last = outermost: every response, a 413 included, carries the correlation id.
     api.add_middleware(
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.add_middleware(CorrelationIdMiddleware)
     api.include_router(health.router)
     api.include_router(photos.router)
+    api.include_router(metrics.router)
     return api
 
 

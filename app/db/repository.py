@@ -248,14 +248,15 @@ def reopen_session(db: Session, *, photo_id: int, status: SessionStatus) -> bool
     return True
 
 
-def fail_session(db: Session, *, photo_id: int, reason: str) -> None:
-    """Mark a session failed, unless it already ended."""
+def fail_session(db: Session, *, photo_id: int, reason: str) -> bool:
+    """Mark a session failed, unless it already ended; True when this call ended it."""
     session = db.scalars(select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)).one_or_none()
     if session is None or SessionStatus(session.status).is_final:
-        return
+        return False
     session.status = SessionStatus.FAILED
     session.error = reason
     session.finished_at = utcnow()
+    return True
 
 
 def stale_sessions(db: Session, *, older_than: datetime) -> list[ProcessingSession]:

@@ -40,10 +40,15 @@ def _configure_worker_logging(**_: Any) -> None:
 
 
 @celeryd_after_setup.connect
-def _name_the_worker_in_every_line(sender: str | None = None, **_: Any) -> None:
-    """Lines logged outside tasks ("Task ... received", connection errors) say which worker logged them."""
+def _name_the_worker_in_every_line(sender: str | None = None, instance: Any = None, **_: Any) -> None:
+    """Lines logged outside tasks ("Task ... received", connection errors) say which worker logged them, and
+    the tasks it publishes are sent as it (not as `gen<PID>`): before the pool forks, so children inherit it."""
     if sender:
         set_process_fields(worker=str(sender))
+        if instance is not None:
+            from app.celery_app import name_publisher
+
+            name_publisher(instance.app, str(sender))
 
 
 @worker_process_init.connect

@@ -5,6 +5,7 @@ Imported by the cpu worker (workers/cpu.py); loads no model.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,7 @@ from app.celery_app import app
 from app.db import repository
 from app.db.models import ProcessingSession
 from app.db.session import db_session
+from app.observability import metrics
 from app.observability.logging import get_logger
 from app.tasks.base import FailsSessionTask, PipelineTask
 
@@ -24,15 +26,32 @@ def _summary(session: ProcessingSession, photo_id: int, regions: int) -> dict[st
     return {"photo_id": photo_id, "status": session.status, "total_count": session.total_count, "regions": regions}
 
 
+def _count_finished(summary: dict[str, Any], finished_at: datetime | None, created_at: datetime,
+                    since: datetime) -> None:
+    """Count the photo in the metrics when this delivery ended it (a redelivery finds it ended before `since`)."""
+    if finished_at is None or _aware(finished_at) < since:
+        return
+    metrics.photo_finished(summary["status"], summary["total_count"],
+                           (_aware(finished_at) - _aware(created_at)).total_seconds())
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @app.task(bind=True, base=FailsSessionTask, name=names.AGGREGATE_TASK)
 def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], photo_id: int) -> dict[str, Any]:
     """Write all counts of a photo in one transaction. Safe to run twice."""
     results = sorted(results or [], key=lambda r: int(r["region_index"]))
+    since = datetime.now(UTC)
     try:
         faults.inject("db.write_counts", str(photo_id))
-        with db_session() as db:
-            summary = _summary(repository.write_counts(db, photo_id=photo_id, results=results), photo_id,
-                               len(results))
+        with metrics.stage("aggregation"), db_session() as db:
+            session = repository.write_counts(db, photo_id=photo_id, results=results)
+            summary = _summary(session, photo_id, len(results))
+            finished_at, created_at = session.finished_at, session.created_at
+        _count_finished(summary, finished_at, created_at, since)
     except IntegrityError:
         # Another delivery of this callback committed first; its rows stand.
         with db_session() as db:

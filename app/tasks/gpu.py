@@ -21,6 +21,7 @@ from app.errors import TRANSIENT_ERRORS
 from app.ml.images import decode_rgb
 from app.ml.pipeline import count_region, find_regions, region_result
 from app.ml.registry import get_registry
+from app.observability import metrics
 from app.observability.logging import get_logger
 from app.storage import get_storage
 from app.tasks.base import FailsSessionTask, PipelineTask
@@ -50,7 +51,9 @@ class PhotoCache:
         with db_session() as db:
             key = repository.get_photo(db, photo_id=photo_id).storage_key
         faults.inject("storage.get", key)
-        image = decode_rgb(get_storage().get(key))
+        data = get_storage().get(key)
+        with metrics.stage("decode"):
+            image = decode_rgb(data)
         log.info("photo loaded", photo_id=photo_id, width=image.shape[1], height=image.shape[0])
         return image
 
@@ -82,7 +85,9 @@ def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | 
 
 def _segment(photo_id: int) -> list[dict[str, Any]]:
     """Find and save the photo's regions; their JSON documents for the chord."""
-    proposals = find_regions(photo_cache.get(photo_id), get_registry())
+    image = photo_cache.get(photo_id)
+    with metrics.stage("segmentation"):
+        proposals = find_regions(image, get_registry())
     with db_session() as db:
         regions = repository.save_regions(db, photo_id=photo_id, proposals=proposals)
         region_docs = [{"index": r.region_index, "bbox": list(r.bbox), "class_name": r.class_name} for r in regions]
@@ -97,7 +102,9 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
     index = int(region["index"])
     try:
         faults.inject("ml.count_region", f"{photo_id}:{index}")
-        detections = count_region(photo_cache.get(photo_id), tuple(region["bbox"]), get_registry())
+        image = photo_cache.get(photo_id)
+        with metrics.stage("detection"):
+            detections = count_region(image, tuple(region["bbox"]), get_registry())
         result = region_result(index, detections)
         with db_session() as db:
             done, total = repository.record_region_progress(

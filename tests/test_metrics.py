@@ -97,7 +97,7 @@ def test_worker_metrics_add_up_across_recycled_children_with_constant_labels(iso
         completed = ("demeter_photos_finished_total", (("status", "completed"),))
         for number in range(1, PHOTOS + 1):
             isolated_broker.send(names.AGGREGATE_TASK, names.CPU_QUEUE, args=[[], _new_session()])
-            _wait_for(lambda n=number: _scrape(port).get(completed) == n)  # type: ignore[misc]
+            _wait_for(lambda n=number: _scrape(port).get(completed) == n)
             if number == 1:
                 labels_after_first = set(_scrape(port))
         _wait_for(lambda: sent.count(f"cpu@{HOST}") == PHOTOS)

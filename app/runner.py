@@ -108,8 +108,8 @@ def local_workers(log_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     try:
         for name, command in commands.items():
             log_file = (log_dir / f"worker-{name}.log").open("ab")
-            processes.append(subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                              cwd=PROJECT_ROOT))
+            # Same working directory as this process: the same `.env` and relative DATA_DIR.
+            processes.append(subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env))
         yield processes
     finally:
         for process in processes:

@@ -9,7 +9,6 @@ runs on the CPU and says so loudly.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -60,8 +59,7 @@ def main() -> None:
     settings = get_settings()
     install(RecyclePolicy(settings.gpu_max_tasks_per_child, settings.gpu_max_memory_per_child_kb,
                           settings.gpu_max_cuda_memory_mb))
-    index = int(os.environ.get("GPU_INDEX", "0"))
-    args = argv(index, sys.argv[1:])
+    args = argv(settings.gpu_index, sys.argv[1:])
     import_tasks_for(app, args)
     app.worker_main([*celery_banner_options(), *args])
 

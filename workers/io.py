@@ -45,7 +45,10 @@ def argv(extra: list[str]) -> list[str]:
 def main() -> None:
     configure_from_settings()
     install_metrics("io")
+    # Every greenlet may hold a database connection: unless DB_POOL_SIZE says otherwise, the pool is as
+    # large as the concurrency (read again below, so the settings object sees it).
     os.environ.setdefault("DB_POOL_SIZE", str(get_settings().io_concurrency))
+    get_settings.cache_clear()
     lower_priority(get_settings().background_cpu_priority)
     from app.celery_app import app  # boto3 and the database driver are imported after patching
     from workers.queues import import_tasks_for

@@ -92,13 +92,13 @@ def warning_text(warning: dict[str, Any]) -> str:
 
 def legend_lines(legend: Legend, regions: Sequence[RegionMark]) -> list[tuple[str, Colour]]:
     """The legend's lines, top to bottom, each with its colour."""
-    total = "not counted" if legend.total is None else f"{legend.total} plants"
+    total = total_text(legend)
     lines = [(f"Photo {legend.photo_id}: {total}", LEGEND_TEXT),
              (f"status: {legend.status}", STATUS_COLOURS.get(legend.status, LEGEND_TEXT))]
     for class_name in sorted({r.class_name for r in regions}):
         of_class = [r for r in regions if r.class_name == class_name]
         counted = sum(r.count or 0 for r in of_class)
-        lines.append((f"{class_name}: {len(of_class)} regions, {counted} plants",
+        lines.append((f"{class_name}: {_plural(len(of_class), 'region')}, {_plural(counted, 'plant')}",
                       REGION_COLOURS.get(class_name, OTHER_REGION_COLOUR)))
     if not regions:
         lines.append(("no regions found", LEGEND_TEXT))
@@ -172,7 +172,11 @@ def draw_annotated(photo: Image.Image, regions: Sequence[RegionMark],
 
 
 def total_text(legend: Legend) -> str:
-    return "not counted" if legend.total is None else f"{legend.total} plants"
+    return "not counted" if legend.total is None else _plural(legend.total, "plant")
+
+
+def _plural(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def draw_thumbnail(photo: Image.Image, legend: Legend) -> tuple[Image.Image, str]:

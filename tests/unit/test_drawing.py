@@ -35,7 +35,7 @@ def test_the_legend_says_total_status_classes_model_and_warnings() -> None:
     assert drawn == [
         "Photo 12: 215 plants",
         "status: warning",
-        "segment: 1 regions, 75 plants",
+        "segment: 1 region, 75 plants",
         "tray: 2 regions, 140 plants",
         "model: container_seg.pt + plant_det.pt",
         "warnings: region #2: detection timed out",

@@ -7,6 +7,7 @@
     demeter migrate                          bring the database schema up to date
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
+    demeter keys create|list|revoke          API keys for the HTTP API
     demeter logs --correlation-id ID         follow one photo through JSON logs
 
 Imports are lazy: `demo` must set up its environment before the settings are read.
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("id", type=int, nargs="?")
     purge.add_argument("--older-than", type=float, help="days")
     dlq.set_defaults(func=_cmd_dlq)
+
+    from app.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
 
     logs = sub.add_parser("logs", help="print the JSON log lines of one correlation id")
     logs.add_argument("--correlation-id", required=True)

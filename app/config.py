@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+DuplicateAction = Literal["refuse", "flag"]  # DUPLICATE_UPLOAD_ACTION; applied by app/intake.py
 CpuPriority = Literal["idle", "low", "normal"]  # BACKGROUND_CPU_PRIORITY; applied by workers/priority.py
 
 
@@ -97,6 +98,13 @@ class Settings(BaseSettings):
 
     # HTTP API.
     max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413
+    # Byte-identical photos uploaded again by the same tenant within this many seconds (0 = no check)
+    # are refused with 409 ("refuse") or taken in and marked with `duplicate_of` ("flag").
+    duplicate_upload_window_seconds: int = 0
+    duplicate_upload_action: DuplicateAction = "refuse"
+    # Absolute URLs in answers (Location, status_url...) start with this, e.g. https://api.example.org;
+    # empty: the request's own scheme and Host header (fine behind no proxy, or in tests).
+    public_base_url: str = ""
 
     fault_plan_file: str | None = None  # resilience tests only; see app/faults.py
 

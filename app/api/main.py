@@ -6,17 +6,19 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.api.correlation import CorrelationIdMiddleware
 from app.api.errors import install_error_handlers
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimitMiddleware
-from app.api.routes import health, photos
+from app.api.routes import health, photos, stock
 from app.config import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    api = FastAPI(
+    # /docs and /redoc from the Swagger UI and ReDoc files that fastapi-offline ships: no CDN, works offline.
+    api = FastAPIOffline(
         title="Demeter Pipeline",
         version="0.1.0",
         summary="Greenhouse bench photos in, plant counts and stock rows out.",
@@ -32,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.add_middleware(CorrelationIdMiddleware)
     api.include_router(health.router)
     api.include_router(photos.router)
+    api.include_router(stock.router)
     return api
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db.models import (
+    DEFAULT_TENANT,
     Detection,
     Photo,
     ProcessingSession,
@@ -35,8 +37,18 @@ def create_photo(
     original_filename: str | None = None,
     correlation_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    request_sha256: str | None = None,
+    content_sha256: str | None = None,
+    duplicate_of: str | None = None,
 ) -> tuple[Photo, ProcessingSession]:
     photo = Photo(
+        tenant=tenant,
+        idempotency_key=idempotency_key,
+        request_sha256=request_sha256,
+        content_sha256=content_sha256,
+        duplicate_of=uuid.UUID(duplicate_of) if duplicate_of else None,
         storage_key=storage_key,
         content_type=content_type,
         width=width,

@@ -33,9 +33,10 @@ _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's row id, its name, its tenant and scopes."""
+    """Who is calling: the key's row id, prefix and name, its tenant and scopes."""
 
     key_id: int
+    prefix: str
     name: str
     tenant: str
     scopes: frozenset[str]
@@ -122,4 +123,4 @@ def authenticate(db: Session, *, token: str) -> Principal | None:
     key = db.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.digest, digest(token)):
         return None
-    return Principal(key_id=key.id, name=key.name, tenant=key.tenant, scopes=frozenset(key.scopes))
+    return Principal(key_id=key.id, prefix=key.prefix, name=key.name, tenant=key.tenant, scopes=frozenset(key.scopes))

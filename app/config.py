@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     # Absolute URLs in answers (Location, status_url...) start with this, e.g. https://api.example.org;
     # empty: the request's own scheme and Host header (fine behind no proxy, or in tests).
     public_base_url: str = ""
+    # Uploads allowed per API key, in the `limits` notation ("60/minute", "1000/hour"); empty = no limit.
+    # Past it: 429 with Retry-After. Counters in RATE_LIMIT_STORAGE_URL (empty: the broker's Redis, or
+    # this process's memory with the embedded broker).
+    upload_rate_limit: str = ""
+    rate_limit_storage_url: str = ""
 
     fault_plan_file: str | None = None  # resilience tests only; see app/faults.py
 
@@ -123,6 +128,22 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.resolve()
+
+    @field_validator("upload_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        if value:
+            from limits import parse
+
+            parse(value)  # ValueError names the bad notation
+        return value
+
+    @property
+    def rate_limit_storage_url_resolved(self) -> str:
+        if self.rate_limit_storage_url:
+            return self.rate_limit_storage_url
+        broker = self.broker_url_resolved
+        return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
 
     @property
     def database_url_resolved(self) -> str:

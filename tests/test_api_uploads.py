@@ -213,3 +213,20 @@ def test_stock_pages_with_totals_while_stock_is_added(http: TestClient) -> None:
     batches = client.stock("batches", limit=200, container_type="tray")
     assert batches.totals.rows == len(batches.items) >= 6
     assert client.stock("batches", container_type="segment").totals.model_dump() == {"rows": 0, "quantity": 0}
+
+
+def test_uploads_past_the_per_key_rate_limit_get_429_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPLOAD_RATE_LIMIT", "3/minute")
+    limited = TestClient(create_app(Settings()))
+    busy = DemeterClient(limited, make_api_key("rate"))
+    other = DemeterClient(limited, make_api_key("rate"))
+
+    for _ in range(3):
+        busy.upload_photo(blank_jpeg(64, 48))
+    with pytest.raises(ApiError) as refused:
+        busy.upload_photo(blank_jpeg(64, 48))
+
+    assert (refused.value.status, refused.value.code) == (429, "rate_limited")
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
+    assert other.upload_photo(blank_jpeg(64, 48)).status == "pending"  # each key has its own window
+    assert busy.get_photo(busy.list_photos().items[0].photo_id)  # reading is not limited

@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 from app.api.correlation import CorrelationIdMiddleware
 from app.api.errors import install_error_handlers
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimitMiddleware
+from app.api.ratelimit import UploadRateLimiter
 from app.api.routes import health, photos, stock
 from app.config import Settings, get_settings
 
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Greenhouse bench photos in, plant counts and stock rows out.",
     )
     api.state.settings = settings
+    api.state.upload_limiter = UploadRateLimiter.from_settings(settings)
     install_error_handlers(api)
     # Added last = outermost: every response, a 413 included, carries the correlation id.
     api.add_middleware(

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import ApiError
+from app.api.ratelimit import UploadRateLimiter
 from app.apikeys import Principal, Scope, authenticate
 from app.db.session import db_session
 
@@ -59,3 +60,15 @@ def require(scope: Scope) -> Callable[..., Principal]:
 PhotosWriter = Annotated[Principal, Depends(require("photos:write"))]
 PhotosReader = Annotated[Principal, Depends(require("photos:read"))]
 StockReader = Annotated[Principal, Depends(require("stock:read"))]
+
+
+def upload_quota(request: Request, principal: PhotosWriter) -> Principal:
+    """The uploading key, within its UPLOAD_RATE_LIMIT (else 429 with Retry-After)."""
+    limiter: UploadRateLimiter | None = request.app.state.upload_limiter
+    if limiter is not None and (wait := limiter.wait_seconds(principal.prefix)):
+        raise ApiError(429, "rate_limited", f"this API key may upload {limiter.item} photos; try again in {wait} s",
+                       headers={"Retry-After": str(wait)})
+    return principal
+
+
+Uploader = Annotated[Principal, Depends(upload_quota)]

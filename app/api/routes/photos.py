@@ -24,7 +24,7 @@ from app.api.schemas import (
     PhotoSummary,
     SessionState,
 )
-from app.api.security import PhotosReader, PhotosWriter
+from app.api.security import PhotosReader, Uploader
 from app.api.uploads import request_fingerprint
 from app.api.views import coco_document, detections_view, photo_status
 from app.apikeys import Principal
@@ -71,7 +71,7 @@ CorrelationHeader = Annotated[str | None, Header(
 async def upload_photo(
     request: Request,
     response: Response,
-    principal: PhotosWriter,
+    principal: Uploader,
     settings: SettingsDep,
     upload: UploadDep,
     metadata: MetadataDep,

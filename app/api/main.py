@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -26,12 +27,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api.state.settings = settings
     api.state.upload_limiter = UploadRateLimiter.from_settings(settings)
+    # Each upload is decoded once to validate it; this bounds how many photos are in memory at once.
+    api.state.upload_slots = anyio.CapacityLimiter(settings.api_max_concurrent_uploads)
     install_error_handlers(api)
     # Added last = outermost: every response, a 413 included, carries the correlation id.
     api.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
         file_limit=settings.max_upload_bytes,
+        body_timeout=settings.api_body_timeout_seconds,
     )
     api.add_middleware(CorrelationIdMiddleware)
     api.include_router(health.router)

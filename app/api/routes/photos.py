@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -86,10 +87,11 @@ async def upload_photo(
         if earlier is not None:
             return _replay(earlier, fingerprint, request, settings, response)
     try:
-        submission = await run_in_threadpool(
+        submission = await anyio.to_thread.run_sync(
             lambda: submit_photo(upload.data, filename=upload.filename, correlation_id=cid, metadata=metadata,
                                  tenant=principal.tenant, idempotency_key=idempotency_key,
-                                 request_sha256=fingerprint, duplicates=DuplicatePolicy.from_settings(settings))
+                                 request_sha256=fingerprint, duplicates=DuplicatePolicy.from_settings(settings)),
+            limiter=request.app.state.upload_slots,
         )
     except IdempotencyKeyTaken as exc:
         # A concurrent twin took the key between our look-up and our insert.

@@ -1,0 +1,83 @@
+"""The API as a real `demeter api` process: what uvicorn and the process do under abuse or outage."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.utils.api_server import start_api
+from tests.utils.keys import bearer, make_api_key
+from tests.utils.processes import WorkerSet
+
+DEAD_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:1/nothing"  # nothing listens on port 1
+
+
+@pytest.fixture(scope="module")
+def strict_api(data_dir: Path, database: str) -> Iterator[str]:
+    with WorkerSet(data_dir / "logs") as processes:
+        yield start_api(processes, "api-strict", {"API_BODY_TIMEOUT_SECONDS": "2", "API_MAX_HEADER_BYTES": "16384"})
+
+
+def _raw(base_url: str, request: bytes, wait: float = 15.0) -> bytes:
+    """Send `request` as is; everything the server answers until it closes or `wait` seconds pass."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        with contextlib.suppress(OSError):  # the server may close while a huge request is still being sent
+            sock.sendall(request)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return b"".join(chunks)
+
+
+def test_a_body_that_trickles_in_is_cut_off_with_408(strict_api: str) -> None:
+    key = make_api_key()
+    head = (f"POST /api/v1/photos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n").encode()
+    started = time.monotonic()
+
+    answer = _raw(strict_api, head + b"--b\r\n", wait=30)
+
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"request_timeout"' in answer
+    assert time.monotonic() - started < 30
+
+
+def test_headers_over_the_limit_are_refused(strict_api: str) -> None:
+    huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 1_000_000 + b"\r\n\r\n"
+
+    answer = _raw(strict_api, huge)
+
+    assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
+    assert httpx.get(f"{strict_api}/healthz").status_code == 200  # the server itself is fine
+
+
+@pytest.fixture(scope="module")
+def no_database_api(data_dir: Path) -> Iterator[str]:
+    with WorkerSet(data_dir / "logs") as processes:
+        yield start_api(processes, "api-no-database", {"DATABASE_URL": DEAD_DATABASE})
+
+
+def test_get_routes_answer_503_when_the_database_is_down(no_database_api: str) -> None:
+    token = "dmt_0123abcd_" + "a" * 43
+    with httpx.Client(base_url=no_database_api, headers=bearer(token), timeout=30) as http:
+        answers = [http.get(path) for path in ("/api/v1/photos", "/api/v1/stock/batches",
+                                               "/api/v1/photos/3f2b8c1e-5d4a-4b7e-9a61-0c2d3e4f5a6b")]
+        ready = http.get("/readyz")
+        alive = http.get("/healthz")
+
+    for response in answers:
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "database_unavailable" and response.headers["Retry-After"]
+    assert alive.status_code == 200
+    assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -198,3 +199,22 @@ def test_detections_as_json_and_as_coco(http: TestClient) -> None:
     assert [a["id"] for a in coco["annotations"]] == [1, 2]
     assert all(a["iscrowd"] == 0 and a["category_id"] == 1 for a in coco["annotations"])
     assert {"info", "licenses"} <= set(coco)
+
+
+def test_docs_pages_load_only_local_assets_and_the_schema_documents_headers_and_errors(http: TestClient) -> None:
+    for page, assets in (("/docs", ("swagger-ui-bundle.js", "swagger-ui.css")), ("/redoc", ("redoc.standalone.js",))):
+        html = http.get(page).text
+        external = [url for url in re.findall(r"""(?:src|href)=["']([^"']+)""", html) if "://" in url]
+        assert external == [], (page, external)  # nothing from a CDN: the page works offline
+        for asset in assets:
+            path = re.search(rf"""["']([^"']*/{re.escape(asset)})["']""", html)
+            assert path, (page, asset)
+            served = http.get(path.group(1))
+            assert served.status_code == 200 and len(served.content) > 10_000
+    spec = http.get("/openapi.json").json()
+    upload = spec["paths"]["/api/v1/photos"]["post"]
+    headers = {p["name"] for p in upload["parameters"] if p["in"] == "header"}
+    assert {"Idempotency-Key", "X-Correlation-ID"} <= headers
+    assert {"401", "403", "409", "413", "415", "422", "429", "503"} <= set(upload["responses"])
+    for code in ("401", "409", "429"):
+        assert upload["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 MAX_PAGE = 200
+NO_NUL = r"^[^\x00]*$"  # a filter value PostgreSQL can take (its text types refuse NUL)
 
 
 class InvalidCursor(ValueError):
@@ -31,8 +32,12 @@ def encode_cursor(created_at: datetime, row_id: int) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         created, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), int(row_id)
-    except (ValueError, TypeError) as exc:
+        moment = datetime.fromisoformat(created)
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        if not -(2**31) <= int(row_id) < 2**31:
+            raise ValueError("row id out of range")
+        return moment, int(row_id)
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidCursor(f"not a cursor of this API: {cursor[:64]!r}") from exc
 
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, Field
+
+
+def _to_utc(value: datetime) -> datetime:
+    """A query's moment in UTC (naive: taken as UTC), so the database never sees an odd offset."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the moment is out of range once in UTC") from exc
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
 
 SessionState = Literal["pending", "processing", "completed", "warning", "failed"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -14,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CorrelationIdDep, MetadataDep, PhotoDep, SettingsDep, UploadDep, public_url
 from app.api.errors import ApiError
-from app.api.pagination import MAX_PAGE, InvalidCursor, encode_cursor
+from app.api.pagination import MAX_PAGE, NO_NUL, InvalidCursor, encode_cursor
 from app.api.queries import PhotoFilters, find_by_idempotency_key, list_photos, photo_detections
 from app.api.schemas import (
     ErrorBody,
@@ -24,6 +23,7 @@ from app.api.schemas import (
     PhotoStatus,
     PhotoSummary,
     SessionState,
+    UtcDatetime,
 )
 from app.api.security import PhotosReader, Uploader
 from app.api.uploads import request_fingerprint
@@ -157,10 +157,11 @@ def list_photos_route(
     settings: SettingsDep,
     principal: PhotosReader,
     status: SessionState | None = None,
-    created_after: Annotated[datetime | None, Query(description="inclusive, ISO 8601 with a zone")] = None,
-    created_before: Annotated[datetime | None, Query(description="exclusive, ISO 8601 with a zone")] = None,
-    correlation_id: Annotated[str | None, Query(max_length=64)] = None,
-    bench: Annotated[str | None, Query(max_length=64, description="the `bench` form field of the upload")] = None,
+    created_after: Annotated[UtcDatetime | None, Query(description="inclusive, ISO 8601 with a zone")] = None,
+    created_before: Annotated[UtcDatetime | None, Query(description="exclusive, ISO 8601 with a zone")] = None,
+    correlation_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] = None,
+    bench: Annotated[str | None, Query(max_length=64, pattern=NO_NUL,
+                                       description="the `bench` form field of the upload")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
 ) -> PhotoPage:

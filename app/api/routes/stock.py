@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 
 from app.api.errors import ApiError
-from app.api.pagination import MAX_PAGE, InvalidCursor, encode_cursor
+from app.api.pagination import MAX_PAGE, NO_NUL, InvalidCursor, encode_cursor
 from app.api.queries import StockFilters, list_batches, list_movements
 from app.api.schemas import (
     BatchPage,
@@ -18,6 +17,7 @@ from app.api.schemas import (
     StockBatchOut,
     StockMovementOut,
     StockTotals,
+    UtcDatetime,
 )
 from app.api.security import StockReader
 from app.apikeys import Principal
@@ -28,9 +28,10 @@ router = APIRouter(prefix="/api/v1/stock", tags=["stock"])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 403, 422, 503)}
 
 PhotoFilter = Annotated[UUID | None, Query(description="only the stock of this photo")]
-ContainerFilter = Annotated[str | None, Query(max_length=64, examples=["tray"])]
-After = Annotated[datetime | None, Query(description="inclusive, ISO 8601 with a zone")]
-Before = Annotated[datetime | None, Query(description="exclusive, ISO 8601 with a zone")]
+ContainerFilter = Annotated[str | None, Query(max_length=64, pattern=NO_NUL, examples=["tray"])]
+MovementFilter = Annotated[str | None, Query(max_length=32, pattern=NO_NUL, examples=["count"])]
+After = Annotated[UtcDatetime | None, Query(description="inclusive, ISO 8601 with a zone")]
+Before = Annotated[UtcDatetime | None, Query(description="exclusive, ISO 8601 with a zone")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Cursor = Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")]
 
@@ -62,7 +63,7 @@ def list_stock_batches(principal: StockReader, photo_id: PhotoFilter = None, con
 @router.get("/movements", response_model=MovementPage, responses=_ERRORS)
 def list_stock_movements(principal: StockReader, photo_id: PhotoFilter = None,
                          container_type: ContainerFilter = None,
-                         movement_type: Annotated[str | None, Query(max_length=32, examples=["count"])] = None,
+                         movement_type: MovementFilter = None,
                          created_after: After = None, created_before: Before = None, limit: Limit = 50,
                          cursor: Cursor = None) -> MovementPage:
     """Stock movements, newest first, with totals over every page. Scope `stock:read`."""

@@ -1,5 +1,8 @@
 """The Celery app: configuration, queues and routing, in one place.
 
+Task modules are not imported here: each worker entrypoint imports the modules of the
+queues it consumes (`task_modules`), and publishers send tasks by name (app/names.py).
+
 Queues:
 - `gpu_queue_<n>`: one per GPU, consumed by one solo-pool worker each. The photo's
   parent task and all its region children run there (the children reuse the photo
@@ -17,21 +20,14 @@ from celery import Celery
 from celery.schedules import crontab
 from kombu import Queue
 
+from app import names
 from app.config import Settings, get_settings
+from app.names import CPU_QUEUE, DEAD_LETTER_QUEUE, IO_QUEUE, gpu_queue, is_gpu_queue
 
-CPU_QUEUE = "cpu"
-IO_QUEUE = "io"
-DEAD_LETTER_QUEUE = "dead_letter"
-
-
-def gpu_queue(index: int) -> str:
-    return f"gpu_queue_{index}"
-
-
-def gpu_queues(settings: Settings) -> list[str]:
-    return [gpu_queue(n) for n in range(max(1, settings.gpu_queues))]
-
-
+# Routing: every task's queue, by its name (app/names.py). A GPU task is routed to gpu_queue_0 here;
+# the API picks the photo's GPU queue when it publishes (app/intake.py, GpuQueuePicker: round-robin
+# over the GPU queues that have a live worker), and a photo's region tasks follow their parent's queue.
+#
 # On Redis, a worker takes a queue's messages by priority, the lowest number first (kombu polls the
 # levels 0, 3, 6, 9 in that order). A GPU queue serves region tasks before new photos: a photo's regions
 # are counted while its decoded image is still in the worker's cache, and a photo is finished before
@@ -40,23 +36,43 @@ REGION_PRIORITY = 0
 PHOTO_PRIORITY = 6
 
 TASK_ROUTES: dict[str, dict[str, str | int]] = {
-    "app.tasks.ml.ml_parent_task": {"queue": gpu_queue(0), "priority": PHOTO_PRIORITY},
-    "app.tasks.ml.ml_child_task": {"queue": gpu_queue(0), "priority": REGION_PRIORITY},
-    "app.tasks.ml.aggregate_results": {"queue": CPU_QUEUE},
-    "app.tasks.ml.aggregate_region": {"queue": CPU_QUEUE},
-    "app.tasks.io.*": {"queue": IO_QUEUE},
-    "app.tasks.maintenance.*": {"queue": CPU_QUEUE},
+    names.PARENT_TASK: {"queue": gpu_queue(0), "priority": PHOTO_PRIORITY},
+    names.CHILD_TASK: {"queue": gpu_queue(0), "priority": REGION_PRIORITY},
+    names.AGGREGATE_TASK: {"queue": CPU_QUEUE},
+    names.AGGREGATE_REGION_TASK: {"queue": CPU_QUEUE},
+    names.SWEEP_TASK: {"queue": CPU_QUEUE},
+    names.DEAD_LETTER_REPORT_TASK: {"queue": CPU_QUEUE},
+    names.CLEANUP_TASK: {"queue": CPU_QUEUE},
+    names.RENDER_TASK: {"queue": IO_QUEUE},
     "celery.chord_unlock": {"queue": CPU_QUEUE},
 }
 
-BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "sweep-stale-sessions": {
-        "task": "app.tasks.maintenance.sweep_stale_sessions",
-        "schedule": get_settings().sweep_interval_seconds,  # SWEEP_INTERVAL_SECONDS
-    },
-    "dead-letter-report": {"task": "app.tasks.maintenance.dead_letter_report", "schedule": 3600.0},
-    "cleanup-temporary-files": {"task": "app.tasks.maintenance.cleanup_temporary_files", "schedule": crontab(0, 3)},
+# The task modules each pool imports: a worker loads only the code of the queues it consumes, so the
+# cpu and io workers never import torch or OpenCV (workers/*.py pass these to `task_modules`).
+GPU_TASK_MODULES = ["app.tasks.gpu", "app.tasks.probes"]
+QUEUE_TASK_MODULES = {
+    CPU_QUEUE: ["app.tasks.aggregation", "app.tasks.maintenance", "app.tasks.probes"],
+    IO_QUEUE: ["app.tasks.io", "app.tasks.probes"],
 }
+
+
+def task_modules(queues: list[str]) -> list[str]:
+    """The task modules a worker consuming `queues` must import, in a stable order without repeats."""
+    modules = [m for q in queues for m in (GPU_TASK_MODULES if is_gpu_queue(q) else QUEUE_TASK_MODULES.get(q, []))]
+    return list(dict.fromkeys(modules))
+
+
+def gpu_queues(settings: Settings) -> list[str]:
+    """The GPU queues of GPU_QUEUES workers: gpu_queue_0 .. gpu_queue_<n-1>."""
+    return [gpu_queue(n) for n in range(max(1, settings.gpu_queues))]
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        "sweep-stale-sessions": {"task": names.SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+        "dead-letter-report": {"task": names.DEAD_LETTER_REPORT_TASK, "schedule": 3600.0},
+        "cleanup-temporary-files": {"task": names.CLEANUP_TASK, "schedule": crontab(0, 3)},
+    }
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
@@ -111,14 +127,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         "result_expires": 7 * 24 * 3600,
         "worker_hijack_root_logger": False,
-        "beat_schedule": BEAT_SCHEDULE,
+        "beat_schedule": beat_schedule(settings),
         "timezone": "UTC",
     }
 
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("demeter", include=["app.tasks.ml", "app.tasks.io", "app.tasks.maintenance"])
+    celery = Celery("demeter")  # no task modules: each worker entrypoint imports its own
     celery.config_from_object(celery_config(settings))
     return celery
 

@@ -69,7 +69,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
 
 def _cmd_dlq(args: argparse.Namespace) -> int:
-    from app.dlq_cli import run
+    from app.deadletter.cli import run
 
     return run(args)
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -130,12 +130,16 @@ class DemeterClient:
                 return
             cursor = page.next_cursor
 
-    def stock(self, kind: Literal["batches", "movements"], *, limit: int = 50, cursor: str | None = None,
-              **filters: Any) -> BatchPage | MovementPage:
-        """GET /api/v1/stock/batches or /movements (scope stock:read)."""
-        response = self.request("GET", f"/api/v1/stock/{kind}", params=_params(limit=limit, cursor=cursor, **filters))
-        model = BatchPage if kind == "batches" else MovementPage
-        return model.model_validate(response.json())
+    def stock_batches(self, *, limit: int = 50, cursor: str | None = None, **filters: Any) -> BatchPage:
+        """GET /api/v1/stock/batches (scope stock:read); filters: photo_id, container_type, created_after/before."""
+        response = self.request("GET", "/api/v1/stock/batches", params=_params(limit=limit, cursor=cursor, **filters))
+        return BatchPage.model_validate(response.json())
+
+    def stock_movements(self, *, limit: int = 50, cursor: str | None = None, **filters: Any) -> MovementPage:
+        """GET /api/v1/stock/movements (scope stock:read); filters as for batches, and movement_type."""
+        response = self.request("GET", "/api/v1/stock/movements",
+                                params=_params(limit=limit, cursor=cursor, **filters))
+        return MovementPage.model_validate(response.json())
 
 
 def _params(**values: Any) -> dict[str, str]:

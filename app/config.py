@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
     visibility_timeout: int = 3600  # seconds; must exceed the longest task
+    db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
 
     # Storage.
     storage_backend: Literal["local", "s3"] = "local"
@@ -79,6 +80,7 @@ class Settings(BaseSettings):
 
     # Workers.
     gpu_queues: int = 1
+    gpu_index: int = 0  # which GPU queue (gpu_queue_<n>) this GPU worker consumes; set per worker
     # The solo pool ignores Celery's child limits; workers.recycling enforces these (0 = no limit).
     # A photo is 1 + regions tasks, and a restart reloads the models (seconds), so the task limit is
     # high: the memory limits are the guard.

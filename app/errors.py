@@ -46,3 +46,16 @@ class InvalidRegion(PermanentError):
 
 class ModelUnavailable(PermanentError):
     """The configured weights cannot be found or loaded."""
+
+
+class BrokerUnavailable(TransientError):
+    """The task queue could not be reached (nothing was queued)."""
+
+
+class ReplayRefused(PipelineError):
+    """This dead letter cannot (or need not) be replayed."""
+
+
+# What the retry machinery retries: the database session helper (app/db/session.py) turns a dropped or
+# refused database connection into DatabaseUnavailable, so this tree is the only thing to match.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError,)

@@ -17,21 +17,18 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from app import names
 from app.config import DuplicateAction, Settings, get_settings
 from app.db import repository
 from app.db.models import DEFAULT_TENANT, Photo, utcnow
 from app.db.session import db_session
-from app.errors import PermanentError, TransientError
+from app.errors import BrokerUnavailable, PermanentError
 from app.ml.images import inspect_image
 from app.observability import correlation
 from app.observability.logging import get_logger
 from app.storage import get_storage, new_key
 
 log = get_logger(__name__)
-
-
-class BrokerUnavailable(TransientError):
-    """The task could not be queued."""
 
 
 class IdempotencyKeyTaken(PermanentError):
@@ -83,7 +80,7 @@ class GpuQueuePicker:
         self._live: tuple[float, list[str]] | None = None
 
     def configured(self, celery: Celery) -> list[str]:
-        return sorted(q.name for q in celery.conf.task_queues if q.name.startswith("gpu_queue_"))
+        return sorted(q.name for q in celery.conf.task_queues if names.is_gpu_queue(q.name))
 
     def live(self, celery: Celery) -> list[str]:
         now = time.monotonic()
@@ -190,7 +187,7 @@ def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None) -
     from app.celery_app import app as default_app
 
     result = (celery or default_app).send_task(
-        "app.tasks.ml.ml_parent_task", args=[photo_id], kwargs={"correlation_id": cid}, queue=queue,
+        names.PARENT_TASK, args=[photo_id], kwargs={"correlation_id": cid}, queue=queue,
         headers={correlation.MESSAGE_HEADER: cid}, retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )

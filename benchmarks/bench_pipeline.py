@@ -182,7 +182,8 @@ def upload_and_wait(port: int, photos: list[bytes],
 def queued_first(port: int, photos: list[bytes]) -> float:
     """Seconds to count photos that were all uploaded while the GPU worker was paused: the
     pipeline without the uploads' share of the CPU."""
-    from app.celery_app import app, gpu_queue
+    from app.celery_app import app
+    from app.names import gpu_queue
 
     queue = gpu_queue(0)
     gpu = [host for reply in app.control.ping(timeout=1.0) or [] for host in reply if host.startswith("gpu0@")]

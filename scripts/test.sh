@@ -17,5 +17,5 @@ for _ in $(seq 1 30); do
 done
 
 "$VENV_PY" -m ruff check app workers scripts benchmarks tests
-"$VENV_PY" -m mypy app workers
+"$VENV_PY" -m mypy app workers tests
 exec "$VENV_PY" -m pytest "$@"

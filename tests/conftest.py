@@ -1,8 +1,9 @@
 """Test harness: the real Redis and PostgreSQL on this machine, real worker processes.
 
-The environment is set here, before any `app` module reads its settings. Each test
-session gets its own PostgreSQL database and its own Redis database numbers, and
-starts the GPU (solo) and CPU workers as subprocesses, exactly as production does.
+The environment is set here, before any `app` module reads its settings. Tests under
+tests/unit need no service at all. Every other test session gets its own PostgreSQL
+database and its own Redis database numbers, and starts the GPU (solo) and CPU workers
+as subprocesses, exactly as production does.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ os.environ.update(
 from tests.utils.processes import IsolatedBroker, WorkerSet  # noqa: E402
 from tests.utils.services import create_database, drop_database, flush_redis  # noqa: E402
 
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
 
-@pytest.fixture(scope="session", autouse=True)
+
+@pytest.fixture(scope="session")
 def database() -> Iterator[str]:
     from app.db.migrate import upgrade_database
     from app.db.session import dispose_engine
@@ -53,6 +56,13 @@ def database() -> Iterator[str]:
     yield os.environ["DATABASE_URL"]
     dispose_engine()
     drop_database(POSTGRES, TEST_DB)
+
+
+@pytest.fixture(autouse=True)
+def _services_outside_the_unit_layer(request: pytest.FixtureRequest) -> None:
+    """Every test outside tests/unit gets the session's PostgreSQL database; the unit layer needs no service."""
+    if UNIT_TESTS not in Path(str(request.node.path)).parents:
+        request.getfixturevalue("database")
 
 
 @pytest.fixture(scope="session")

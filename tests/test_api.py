@@ -22,7 +22,7 @@ from app.config import Settings, get_settings
 from app.db import repository
 from app.db.models import Photo
 from app.db.session import db_session
-from app.ml.segmentation import RegionProposal
+from app.records import RegionProposal
 from tests.utils.api_server import start_api
 from tests.utils.bad_photos import bomb_png, gif_bytes, jpeg_padded, text_file, truncated_jpeg
 from tests.utils.keys import bearer

@@ -8,17 +8,18 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from app.ml.detections import encode_detections
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.api.main import app
+from app.api.schemas import BatchPage, MovementPage
 from app.apikeys import digest, token_prefix
 from app.cli import main as cli
 from app.client import ApiError, DemeterClient
 from app.db import repository
 from app.db.models import ApiKey
 from app.db.session import db_session
-from app.ml.detections import encode_detections
 from app.ml.segmentation import RegionProposal
 from tests.utils.keys import bearer, make_api_key
 from tests.utils.photos import blank_jpeg
@@ -106,11 +107,15 @@ def test_a_tenant_sees_neither_the_photos_nor_the_stock_of_another(http: TestCli
         assert admin.get_photo(photo).photo_id == uuid.UUID(photo)  # admin: every tenant
     assert {p.photo_id for p in alice.iter_photos()} >= {uploaded.photo_id, uuid.UUID(counted)}
     assert not {str(p.photo_id) for p in bob.iter_photos()} & {str(uploaded.photo_id), counted}
-    for kind in ("batches", "movements"):
-        assert alice.stock(kind, photo_id=counted).totals.model_dump() == {"rows": 2, "quantity": 42}
-        assert bob.stock(kind, photo_id=counted).totals.model_dump() == {"rows": 0, "quantity": 0}
-        assert all(item.photo_id != uuid.UUID(counted) for item in bob.stock(kind, limit=200).items)
-        assert admin.stock(kind, photo_id=counted).totals.rows == 2
+    for listing in ("stock_batches", "stock_movements"):
+        def pages(client: DemeterClient, listing: str = listing, **filters: object) -> BatchPage | MovementPage:
+            page: BatchPage | MovementPage = getattr(client, listing)(**filters)
+            return page
+
+        assert pages(alice, photo_id=counted).totals.model_dump() == {"rows": 2, "quantity": 42}
+        assert pages(bob, photo_id=counted).totals.model_dump() == {"rows": 0, "quantity": 0}
+        assert all(item.photo_id != uuid.UUID(counted) for item in pages(bob, limit=200).items)
+        assert pages(admin, photo_id=counted).totals.rows == 2
 
 
 def test_keys_cli_prints_the_secret_once_and_a_revoked_key_is_refused_at_once(

@@ -200,7 +200,7 @@ def test_stock_pages_with_totals_while_stock_is_added(http: TestClient) -> None:
     seen: list[uuid.UUID] = []
     cursor = None
     while True:
-        page = client.stock("movements", limit=2, cursor=cursor)
+        page = client.stock_movements(limit=2, cursor=cursor)
         seen += [item.movement_id for item in page.items]
         if cursor is None:
             assert page.totals.model_dump() == {"rows": 6, "quantity": 32}
@@ -210,9 +210,9 @@ def test_stock_pages_with_totals_while_stock_is_added(http: TestClient) -> None:
         cursor = page.next_cursor
 
     assert len(seen) == len(set(seen)) >= 6
-    batches = client.stock("batches", limit=200, container_type="tray")
+    batches = client.stock_batches(limit=200, container_type="tray")
     assert batches.totals.rows == len(batches.items) >= 6
-    assert client.stock("batches", container_type="segment").totals.model_dump() == {"rows": 0, "quantity": 0}
+    assert client.stock_batches(container_type="segment").totals.model_dump() == {"rows": 0, "quantity": 0}
 
 
 def test_uploads_past_the_per_key_rate_limit_get_429_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,9 +37,10 @@ from app.observability import correlation
 from app.observability.follow import follow
 from app.observability.signals import incoming_correlation_id, photo_id_of
 from app.storage import get_storage, new_key
+from app.tasks.aggregation import aggregate_results
+from app.tasks.gpu import ml_child_task, ml_parent_task
 from app.tasks.io import render_annotated
 from app.tasks.maintenance import cleanup_temporary_files
-from app.tasks.ml import aggregate_results, ml_child_task, ml_parent_task
 from tests.utils.keys import bearer, make_api_key
 from tests.utils.logs import Line, celery_line, received, wait_for_lines
 from tests.utils.photos import synthetic_jpeg, wait_final

@@ -80,7 +80,7 @@ def test_photo_without_containers_completes_with_zero(workers: WorkerSet) -> Non
 
 
 def test_running_the_callback_again_writes_no_second_movement(workers: WorkerSet) -> None:
-    from app.tasks.ml import aggregate_results
+    from app.tasks.aggregation import aggregate_results
 
     submission = submit_photo(synthetic_jpeg(9101), filename="bench.jpg")
     session = wait_final(submission.photo_id)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -23,8 +24,9 @@ from sqlalchemy import func, select
 from app.db import repository
 from app.db.models import DeadLetter, ProcessingSession, Region, StockBatch, StockMovement
 from app.db.session import db_session
+from app.deadletter.replay import replay
+from app.errors import ReplayRefused
 from app.intake import choose_gpu_queue, enqueue, submit_photo
-from app.replay import ReplayRefused, replay
 from app.storage import get_storage, new_key
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import IsolatedBroker
@@ -40,7 +42,7 @@ class Faults:
         self.path = path
         self.set({})
 
-    def set(self, plan: dict[str, dict[str, float]]) -> None:
+    def set(self, plan: dict[str, dict[str, Any]]) -> None:
         self.path.write_text(json.dumps(plan))
 
 

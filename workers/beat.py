@@ -1,4 +1,4 @@
-"""Celery beat: periodic housekeeping (schedule in app.celery_app.BEAT_SCHEDULE).
+"""Celery beat: periodic housekeeping (schedule in app.celery_app.beat_schedule).
 
     python -m workers.beat
 """

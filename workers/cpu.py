@@ -14,9 +14,11 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
-from app.celery_app import CPU_QUEUE, app
+from app.celery_app import app
 from app.config import get_settings
+from app.names import CPU_QUEUE
 from workers.priority import lower_priority
+from workers.queues import import_tasks_for
 
 
 @worker_process_init.connect
@@ -45,7 +47,9 @@ def argv(extra: list[str]) -> list[str]:
 
 def main() -> None:
     lower_priority(get_settings().background_cpu_priority)
-    app.worker_main(argv(sys.argv[1:]))
+    args = argv(sys.argv[1:])
+    import_tasks_for(app, args)
+    app.worker_main(args)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,17 @@ runs on the CPU and says so loudly.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 from celery.signals import worker_init
 
-from app.celery_app import app, gpu_queue
+from app.celery_app import app
 from app.config import get_settings
 from app.ml.registry import get_registry
+from app.names import gpu_queue
 from app.observability.logging import configure_logging, get_logger
+from workers.queues import import_tasks_for
 from workers.recycling import RecyclePolicy, install
 
 log = get_logger("workers.gpu")
@@ -56,8 +57,9 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     install(RecyclePolicy(settings.gpu_max_tasks_per_child, settings.gpu_max_memory_per_child_kb,
                           settings.gpu_max_cuda_memory_mb))
-    index = int(os.environ.get("GPU_INDEX", "0"))
-    app.worker_main(argv(index, sys.argv[1:]))
+    args = argv(settings.gpu_index, sys.argv[1:])
+    import_tasks_for(app, args)
+    app.worker_main(args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from psycogreen.gevent import patch_psycopg  # noqa: E402
 patch_psycopg()
 
 from app.config import get_settings  # noqa: E402
+from app.names import IO_QUEUE  # noqa: E402
 from workers.priority import lower_priority  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def argv(extra: list[str]) -> list[str]:
         "-P",
         "gevent",
         f"--concurrency={concurrency}",
-        "--queues=io",
+        f"--queues={IO_QUEUE}",
         "-E",
         "--hostname=io@%h",
         "--loglevel=INFO",
@@ -40,11 +41,17 @@ def argv(extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    # Every greenlet may hold a database connection: unless DB_POOL_SIZE says otherwise, the pool is as
+    # large as the concurrency (read again below, so the settings object sees it).
     os.environ.setdefault("DB_POOL_SIZE", str(get_settings().io_concurrency))
+    get_settings.cache_clear()
     lower_priority(get_settings().background_cpu_priority)
     from app.celery_app import app  # boto3 and the database driver are imported after patching
+    from workers.queues import import_tasks_for
 
-    app.worker_main(argv(sys.argv[1:]))
+    args = argv(sys.argv[1:])
+    import_tasks_for(app, args)
+    app.worker_main(args)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ from app.db.models import (
     utcnow,
 )
 from app.errors import UnknownPhoto
-from app.ml.detections import DETECTION_COLUMNS, detection_rows
-from app.ml.segmentation import RegionProposal
+from app.records import DETECTION_COLUMNS, RegionProposal, detection_rows
 
 
 def create_photo(

@@ -8,9 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
+from app.errors import DatabaseUnavailable
 
 _engine: Engine | None = None
 _engine_pid: int | None = None
@@ -39,10 +41,9 @@ def get_engine() -> Engine:
     global _engine, _engine_pid, _factory
     if _engine is None or _engine_pid != os.getpid():
         settings = get_settings()
-        pool_size = int(os.environ.get("DB_POOL_SIZE", "5"))
         if settings.database_url_resolved.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        _engine = make_engine(settings.database_url_resolved, pool_size=pool_size)
+        _engine = make_engine(settings.database_url_resolved, pool_size=settings.db_pool_size)
         _engine_pid = os.getpid()
         _factory = sessionmaker(_engine, expire_on_commit=False)
     return _engine
@@ -58,15 +59,22 @@ def dispose_engine() -> None:
 
 @contextmanager
 def db_session() -> Iterator[Session]:
-    """A unit of work: commits on success, rolls back on any error."""
-    get_engine()
-    assert _factory is not None
-    session = _factory()
+    """A unit of work: commits on success, rolls back on any error.
+
+    Raises DatabaseUnavailable (a TransientError) when the database refuses or drops the connection:
+    the one place where a driver's connection errors become the project's error tree.
+    """
     try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+        get_engine()
+        assert _factory is not None
+        session = _factory()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailable(f"database unreachable: {exc.orig or exc}") from exc

@@ -14,10 +14,10 @@ import numpy as np
 
 from app.config import Settings
 from app.errors import InvalidRegion
-from app.ml.detections import encode_detections
 from app.ml.registry import ModelRegistry
-from app.ml.segmentation import RegionProposal, segment_photo
+from app.ml.segmentation import segment_photo
 from app.ml.sliced import Detections, SliceParams, detect_in_region
+from app.records import RegionProposal, encode_detections
 
 
 def slice_params(settings: Settings) -> SliceParams:

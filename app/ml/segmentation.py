@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class RegionProposal:
-    class_name: str
-    confidence: float
-    bbox: tuple[int, int, int, int]  # x1, y1, x2, y2 in photo pixels
-    polygon: list[list[float]]  # [[x, y], ...] in photo pixels
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "class_name": self.class_name,
-            "confidence": self.confidence,
-            "bbox": list(self.bbox),
-            "polygon": self.polygon,
-        }
+from app.geometry import box_overlap
+from app.records import RegionProposal
 
 
 def _simplify(polygon: np.ndarray, max_points: int = 64) -> list[list[float]]:
@@ -31,15 +17,6 @@ def _simplify(polygon: np.ndarray, max_points: int = 64) -> list[list[float]]:
         step = int(np.ceil(len(polygon) / max_points))
         polygon = polygon[::step]
     return [[round(float(x), 1), round(float(y), 1)] for x, y in polygon]
-
-
-def _overlap_of_smaller(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / smaller
 
 
 def _union(a: RegionProposal, b: RegionProposal) -> RegionProposal:
@@ -62,7 +39,7 @@ def merge_overlapping(regions: list[RegionProposal], threshold: float = 0.2) -> 
         changed = False
         for i in range(len(merged)):
             for j in range(i + 1, len(merged)):
-                if _overlap_of_smaller(merged[i].bbox, merged[j].bbox) > threshold:
+                if box_overlap(merged[i].bbox, merged[j].bbox, "IOS") > threshold:
                     merged[i] = _union(merged[i], merged.pop(j))
                     changed = True
                     break

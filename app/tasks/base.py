@@ -6,23 +6,16 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import Task
-from sqlalchemy.exc import InterfaceError, OperationalError
+from celery.utils.time import get_exponential_backoff_interval
 
-from app import deadletter
 from app.config import get_settings
-from app.errors import PermanentError, TransientError
+from app.deadletter import record as deadletter
+from app.errors import TRANSIENT_ERRORS, PermanentError
 from app.observability.logging import get_logger
+from app.observability.signals import photo_id_of
 
 log = get_logger(__name__)
 _settings = get_settings()
-
-# A database that restarts or refuses connections is a transient fault.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError, OperationalError, InterfaceError)
-
-
-def backoff_delay(retries: int) -> int:
-    """Seconds before retry number `retries + 1`: RETRY_BACKOFF * 2**retries, capped (2 s, 4 s, 8 s by default)."""
-    return int(min(_settings.retry_backoff_max, _settings.retry_backoff * 2**retries))
 
 
 class PipelineTask(Task):
@@ -40,6 +33,15 @@ class PipelineTask(Task):
     retry_jitter = _settings.retry_jitter
     throws = (PermanentError,)  # expected failures: logged without a traceback
 
+    def retry_countdown(self) -> int:
+        """Seconds before the next retry, as Celery's autoretry computes them for every other task:
+        RETRY_BACKOFF * 2**retries, capped at RETRY_BACKOFF_MAX, drawn from [0, that] with RETRY_JITTER
+        ("full jitter", Celery's `get_exponential_backoff_interval`)."""
+        return get_exponential_backoff_interval(
+            factor=self.retry_backoff, retries=self.request.retries, maximum=self.retry_backoff_max,
+            full_jitter=self.retry_jitter,
+        )
+
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         log.info("task started", retries=self.request.retries)
 
@@ -49,3 +51,16 @@ class PipelineTask(Task):
 
     def after_dead_letter(self, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Hook for tasks that must record the failure in their own rows too."""
+
+
+class FailsSessionTask(PipelineTask):
+    """A task whose failure for good means its photo cannot be counted: the session is failed too."""
+
+    def after_dead_letter(self, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> None:
+        from app.db import repository
+        from app.db.session import db_session
+
+        photo_id = photo_id_of(self, args, kwargs)
+        if photo_id is not None:
+            with db_session() as db:
+                repository.fail_session(db, photo_id=photo_id, reason=f"{type(exc).__name__}: {exc}")

@@ -1,4 +1,4 @@
-"""I/O tasks (gevent pool): annotated images and thumbnails. They never fail a session."""
+"""io worker tasks (gevent pool, `io` queue): annotated images and thumbnails. They never fail a session."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw
 from sqlalchemy import select
 
+from app import names
 from app.celery_app import app
 from app.db import repository
 from app.db.models import Detection, Region
@@ -56,7 +57,7 @@ def _jpeg(image: Image.Image, quality: int = 85) -> bytes:
     return buffer.getvalue()
 
 
-@app.task(bind=True, base=PipelineTask)
+@app.task(bind=True, base=PipelineTask, name=names.RENDER_TASK)
 def render_annotated(self: PipelineTask, photo_id: int) -> dict[str, str]:
     """Draw regions and plants on the photo; store it and a thumbnail beside the original."""
     storage = get_storage()

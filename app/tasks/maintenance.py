@@ -1,4 +1,4 @@
-"""Periodic housekeeping, run by Celery beat."""
+"""CPU worker tasks (`cpu` queue): periodic housekeeping, sent by Celery beat."""
 
 from __future__ import annotations
 
@@ -9,19 +9,20 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from app import deadletter
+from app import names
 from app.celery_app import app
 from app.config import get_settings
 from app.db import repository
 from app.db.models import DeadLetter, utcnow
 from app.db.session import db_session
+from app.deadletter import record as deadletter
 from app.observability.logging import get_logger
 from app.tasks.base import PipelineTask
 
 log = get_logger(__name__)
 
 
-@app.task(bind=True, base=PipelineTask)
+@app.task(bind=True, base=PipelineTask, name=names.SWEEP_TASK)
 def sweep_stale_sessions(self: PipelineTask, max_age_seconds: int | None = None) -> list[int]:
     """Fail sessions stuck in pending/processing, and dead-letter each one for replay."""
     max_age = max_age_seconds if max_age_seconds is not None else get_settings().stale_session_seconds
@@ -39,32 +40,7 @@ def sweep_stale_sessions(self: PipelineTask, max_age_seconds: int | None = None)
     return photo_ids
 
 
-@app.task(bind=True, base=PipelineTask)
-def process_info(self: PipelineTask) -> dict[str, Any]:
-    """Which process and device serve this queue: for operators, and for the worker tests."""
-    import os
-    import sys
-
-    import psutil
-
-    torch = sys.modules.get("torch")
-    cuda = bool(torch is not None and torch.cuda.is_available())
-    return {
-        "pid": os.getpid(),
-        "hostname": self.request.hostname,
-        "queue": (self.request.delivery_info or {}).get("routing_key"),
-        "rss_kb": psutil.Process().memory_info().rss // 1024,
-        "cuda_available": cuda,
-        "cuda_initialized": bool(cuda and torch is not None and torch.cuda.is_initialized()),
-    }
-
-
-@app.task(base=PipelineTask)
-def noop(*_: Any) -> None:
-    """Does nothing: the benchmarks time Celery itself with it."""
-
-
-@app.task(bind=True, base=PipelineTask)
+@app.task(bind=True, base=PipelineTask, name=names.DEAD_LETTER_REPORT_TASK)
 def dead_letter_report(self: PipelineTask) -> dict[str, Any]:
     """Log how many dead letters wait for an operator, by task."""
     with db_session() as db:
@@ -77,7 +53,7 @@ def dead_letter_report(self: PipelineTask) -> dict[str, Any]:
     return {"waiting": waiting, "total": sum(waiting.values())}
 
 
-@app.task(bind=True, base=PipelineTask)
+@app.task(bind=True, base=PipelineTask, name=names.CLEANUP_TASK)
 def cleanup_temporary_files(self: PipelineTask, max_age_seconds: int = 24 * 3600) -> int:
     """Remove old files from DATA_DIR/tmp."""
     tmp = get_settings().data_dir / "tmp"

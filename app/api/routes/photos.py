@@ -8,7 +8,6 @@ from uuid import UUID
 import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CorrelationIdDep, MetadataDep, PhotoDep, SettingsDep, UploadDep, public_url
@@ -31,9 +30,8 @@ from app.api.views import coco_document, detections_view, photo_status
 from app.apikeys import Principal
 from app.db.models import Photo
 from app.db.session import db_session
-from app.errors import DatabaseUnavailable, InvalidImage, ObjectMissing, StorageUnavailable
+from app.errors import BrokerUnavailable, DatabaseUnavailable, InvalidImage, ObjectMissing, StorageUnavailable
 from app.intake import (
-    BrokerUnavailable,
     DuplicatePhoto,
     DuplicatePolicy,
     IdempotencyKeyTaken,
@@ -111,7 +109,7 @@ async def upload_photo(
     except StorageUnavailable as exc:
         raise ApiError(503, "storage_unavailable", "the photo store is unreachable; try again later",
                        headers=RETRY_AFTER) from exc
-    except (DatabaseUnavailable, OperationalError, InterfaceError) as exc:
+    except DatabaseUnavailable as exc:
         raise ApiError(503, "database_unavailable", "the database is unreachable; try again later",
                        headers=RETRY_AFTER) from exc
     return _accepted(submission, request, settings, response)

@@ -14,19 +14,12 @@ from datetime import timedelta
 from celery import Celery, chain
 from sqlalchemy import delete, select
 
+from app import names
 from app.db import repository
 from app.db.models import DeadLetter, SessionStatus, utcnow
 from app.db.session import db_session
-from app.errors import PipelineError
+from app.errors import ReplayRefused
 from app.observability import correlation
-
-PARENT = "app.tasks.ml.ml_parent_task"
-CHILD = "app.tasks.ml.ml_child_task"
-AGGREGATE = "app.tasks.ml.aggregate_results"
-
-
-class ReplayRefused(PipelineError):
-    """This dead letter cannot (or need not) be replayed."""
 
 
 def replay(letter_id: int, celery: Celery) -> str:
@@ -37,8 +30,8 @@ def replay(letter_id: int, celery: Celery) -> str:
             raise ReplayRefused(f"no dead letter {letter_id}")
         if letter.replayed_at is not None:
             raise ReplayRefused(f"dead letter {letter_id} was already replayed as task {letter.replay_task_id}")
-        if letter.photo_id is not None and letter.task_name in (PARENT, AGGREGATE):
-            status = SessionStatus.PENDING if letter.task_name == PARENT else SessionStatus.PROCESSING
+        if letter.photo_id is not None and letter.task_name in (names.PARENT_TASK, names.AGGREGATE_TASK):
+            status = SessionStatus.PENDING if letter.task_name == names.PARENT_TASK else SessionStatus.PROCESSING
             if not repository.reopen_session(db, photo_id=letter.photo_id, status=status):
                 raise ReplayRefused(f"photo {letter.photo_id} already has its stock rows; nothing to replay")
         task_id = str(uuid.uuid4())
@@ -52,12 +45,10 @@ def _send(celery: Celery, letter: DeadLetter, task_id: str) -> None:
     options = {"task_id": task_id, "headers": headers}
     if letter.queue:
         options["queue"] = letter.queue
-    if letter.task_name == CHILD and letter.photo_id is not None:
+    if letter.task_name == names.CHILD_TASK and letter.photo_id is not None:
         # A replayed region is added to its session by a small callback of its own.
-        child = celery.signature(CHILD, args=letter.args, kwargs=letter.kwargs, options=options)
-        callback = celery.signature(
-            "app.tasks.ml.aggregate_region", args=[letter.photo_id], options={"headers": headers}
-        )
+        child = celery.signature(names.CHILD_TASK, args=letter.args, kwargs=letter.kwargs, options=options)
+        callback = celery.signature(names.AGGREGATE_REGION_TASK, args=[letter.photo_id], options={"headers": headers})
         chain(child, callback).apply_async()
         return
     celery.send_task(letter.task_name, args=letter.args, kwargs=letter.kwargs, **options)

@@ -1,4 +1,4 @@
-"""The dead-letter queue: tasks that failed for good, recorded and replayable.
+"""Recording dead letters: tasks that failed for good.
 
 Celery on Redis has no dead-lettering of its own, so a failed task is written to
 the `dead_letters` table (the operator's record) and a JSON copy of it is published
@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, Task
 from sqlalchemy import select
 
+from app import names
 from app.db.models import DeadLetter, utcnow
 from app.db.session import db_session
 from app.observability import correlation
@@ -21,7 +22,6 @@ from app.observability.logging import get_logger
 from app.observability.signals import photo_id_of
 
 log = get_logger(__name__)
-PARENT_TASK = "app.tasks.ml.ml_parent_task"
 
 
 @dataclass
@@ -72,12 +72,10 @@ def store(failure: Failure) -> int:
 
 def publish(celery: Celery, failure: Failure, letter_id: int) -> None:
     """Put a JSON copy on the dead_letter queue; the table row stays the record if this fails."""
-    from app.celery_app import DEAD_LETTER_QUEUE
-
     try:
         with celery.producer_or_acquire() as producer:
-            queues = [q for q in celery.conf.task_queues if q.name == DEAD_LETTER_QUEUE]
-            producer.publish(failure.message(letter_id), routing_key=DEAD_LETTER_QUEUE, serializer="json",
+            queues = [q for q in celery.conf.task_queues if q.name == names.DEAD_LETTER_QUEUE]
+            producer.publish(failure.message(letter_id), routing_key=names.DEAD_LETTER_QUEUE, serializer="json",
                              retry=True, declare=queues)
     except Exception as error:
         log.warning("could not publish dead letter copy", dead_letter_id=letter_id, error=str(error))
@@ -109,7 +107,7 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
 def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: str | None) -> int:
     """Dead-letter a photo whose session the sweeper found stuck, so it can be replayed."""
     failure = Failure(
-        task_name=PARENT_TASK,
+        task_name=names.PARENT_TASK,
         task_id=f"stale-{photo_id}-{utcnow():%Y%m%dT%H%M%S}",
         exception_type="StaleSession",
         exception_message=reason,

@@ -1,10 +1,29 @@
-"""How a region's plants travel from its child task to aggregation: compact, and still JSON."""
+"""Plain records that the models, the tasks and the database share.
+
+Nothing here imports a model, Celery or the database, so `app.db` and the API can use these
+types without loading OpenCV or torch:
+- `RegionProposal`: one region (tray, open bed) found by container segmentation;
+- the detections codec: how a region's plants travel from its child task to aggregation,
+  compact and still JSON.
+"""
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class RegionProposal:
+    """One region of a photo: class, segmentation confidence (0-1), box and outline in photo pixels."""
+
+    class_name: str
+    confidence: float
+    bbox: tuple[int, int, int, int]  # x1, y1, x2, y2
+    polygon: list[list[float]]  # [[x, y], ...]
+
 
 # One base64 string of little-endian float32 rows (x1, y1, x2, y2, score) per region. As JSON lists of
 # floats, ~250 rows a region were encoded four times on the way (result, chord join, callback message,

@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from app.db.models import DeadLetter
 from app.db.session import db_session
-from app.replay import ReplayRefused, pending_ids, purge, replay
+from app.deadletter.replay import pending_ids, purge, replay
+from app.errors import ReplayRefused
 
 
 def _row(letter: DeadLetter) -> dict[str, object]:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from app.ml.detections import decode_detections, detection_rows, encode_detections
+from app.records import decode_detections, detection_rows, encode_detections
 
 
 def test_detections_survive_the_trip_through_json() -> None:

@@ -1,4 +1,8 @@
-"""The ML tasks: segment a photo, count each region in a chord, aggregate into stock rows."""
+"""GPU worker tasks (solo pool, `gpu_queue_<n>`): segment a photo, count each region in a chord.
+
+Imported only by the GPU worker (workers/gpu.py): it loads torch and the models. The chord's
+callback and everything after it run on the cpu worker and are named, not imported, here.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,19 @@ from typing import Any
 
 import numpy as np
 from celery import chord
-from sqlalchemy.exc import IntegrityError
 
-from app import deadletter, faults
+from app import faults, names
 from app.celery_app import app
 from app.db import repository
-from app.db.models import ProcessingSession
 from app.db.session import db_session
+from app.deadletter import record as deadletter
+from app.errors import TRANSIENT_ERRORS
 from app.ml.images import decode_rgb
 from app.ml.pipeline import count_region, find_regions, region_result
 from app.ml.registry import get_registry
 from app.observability.logging import get_logger
-from app.observability.signals import photo_id_of
 from app.storage import get_storage
-from app.tasks.base import TRANSIENT_ERRORS, PipelineTask, backoff_delay
+from app.tasks.base import FailsSessionTask, PipelineTask
 
 log = get_logger(__name__)
 
@@ -31,9 +34,9 @@ class PhotoCache:
     def __init__(self, size: int) -> None:
         self.size = size
         self._items: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.loads = 0
 
     def get(self, photo_id: int) -> np.ndarray:
+        """The photo as an (H, W, 3) uint8 RGB array, decoded at most once while it stays cached."""
         if photo_id in self._items:
             self._items.move_to_end(photo_id)
             return self._items[photo_id]
@@ -46,7 +49,6 @@ class PhotoCache:
     def _load(self, photo_id: int) -> np.ndarray:
         with db_session() as db:
             key = repository.get_photo(db, photo_id=photo_id).storage_key
-        self.loads += 1
         faults.inject("storage.get", key)
         image = decode_rgb(get_storage().get(key))
         log.info("photo loaded", photo_id=photo_id, width=image.shape[1], height=image.shape[0])
@@ -56,17 +58,7 @@ class PhotoCache:
 photo_cache = PhotoCache(get_registry().settings.photo_cache_size)
 
 
-class FailsSessionTask(PipelineTask):
-    """A task whose failure for good means its photo cannot be counted: the session is failed too."""
-
-    def after_dead_letter(self, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> None:
-        photo_id = photo_id_of(self, args, kwargs)
-        if photo_id is not None:
-            with db_session() as db:
-                repository.fail_session(db, photo_id=photo_id, reason=f"{type(exc).__name__}: {exc}")
-
-
-@app.task(bind=True, base=FailsSessionTask)
+@app.task(bind=True, base=FailsSessionTask, name=names.PARENT_TASK)
 def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | None = None) -> dict[str, Any]:
     """Segment the photo into regions, then start the chord that counts every region and aggregates.
 
@@ -77,10 +69,10 @@ def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | 
     with db_session() as db:
         repository.mark_processing(db, photo_id=photo_id, task_id=self.request.id)
     region_docs = _segment(photo_id)
-    callback = aggregate_results.s(photo_id)
+    callback = app.signature(names.AGGREGATE_TASK, args=(photo_id,))
     if region_docs:
         # Children stay on the queue (and so the GPU worker) that ran the parent: its photo cache is warm.
-        queue = (self.request.delivery_info or {}).get("routing_key") or ml_child_task.queue
+        queue = (self.request.delivery_info or {}).get("routing_key") or names.gpu_queue(0)
         header = [ml_child_task.s(doc, photo_id).set(queue=queue) for doc in region_docs]
         aggregation = chord(header, callback).apply_async()
     else:
@@ -98,7 +90,7 @@ def _segment(photo_id: int) -> list[dict[str, Any]]:
     return region_docs
 
 
-@app.task(bind=True, base=PipelineTask, autoretry_for=())
+@app.task(bind=True, base=PipelineTask, autoretry_for=(), name=names.CHILD_TASK)
 def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
     """Count the plants of one region. Fails soft: a region that fails for good is
     dead-lettered and reported as failed, so the chord's callback still runs."""
@@ -118,7 +110,7 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
         return result
     except TRANSIENT_ERRORS as exc:
         if self.request.retries < self.max_retries:
-            raise self.retry(exc=exc, countdown=backoff_delay(self.request.retries)) from exc
+            raise self.retry(exc=exc, countdown=self.retry_countdown()) from exc
         return _region_failed(self, exc, region, photo_id)
     except Exception as exc:  # permanent, or a bug: either way the chord must still reach its callback
         return _region_failed(self, exc, region, photo_id)
@@ -127,38 +119,3 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
 def _region_failed(task: PipelineTask, exc: BaseException, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
     deadletter.record(task, exc, [region, photo_id], {})
     return {"region_index": int(region["index"]), "failed": True, "error": f"{type(exc).__name__}: {exc}"}
-
-
-def _summary(session: ProcessingSession, photo_id: int, regions: int) -> dict[str, Any]:
-    return {"photo_id": photo_id, "status": session.status, "total_count": session.total_count, "regions": regions}
-
-
-@app.task(bind=True, base=FailsSessionTask)
-def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], photo_id: int) -> dict[str, Any]:
-    """Write all counts of a photo in one transaction. Safe to run twice."""
-    results = sorted(results or [], key=lambda r: int(r["region_index"]))
-    try:
-        faults.inject("db.write_counts", str(photo_id))
-        with db_session() as db:
-            summary = _summary(repository.write_counts(db, photo_id=photo_id, results=results), photo_id,
-                               len(results))
-    except IntegrityError:
-        # Another delivery of this callback committed first; its rows stand.
-        with db_session() as db:
-            summary = _summary(repository.get_session(db, photo_id=photo_id), photo_id, len(results))
-    log.info("photo aggregated", **{k: v for k, v in summary.items() if k != "photo_id"})
-    from app.tasks.io import render_annotated
-
-    render_annotated.delay(photo_id)
-    return summary
-
-
-
-@app.task(bind=True, base=PipelineTask)
-def aggregate_region(self: PipelineTask, result: dict[str, Any], photo_id: int) -> dict[str, Any]:
-    """Add one replayed region's count to a session that already ended."""
-    with db_session() as db:
-        session = repository.add_late_region(db, photo_id=photo_id, result=result)
-        summary = {"photo_id": photo_id, "status": session.status, "total_count": session.total_count}
-    log.info("late region aggregated", region_index=result.get("region_index"), status=summary["status"])
-    return summary

@@ -81,3 +81,57 @@ def test_get_routes_answer_503_when_the_database_is_down(no_database_api: str) -
         assert response.json()["error"]["code"] == "database_unavailable" and response.headers["Retry-After"]
     assert alive.status_code == 200
     assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
+
+
+def big_png(width: int = 7000, height: int = 6000) -> bytes:
+    """A 42-megapixel PNG of ~130 KiB (gradients compress well): 120 MiB of pixels once decoded."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=9)
+    return buffer.getvalue()
+
+
+UPLOAD_MEMORY_BOUND_MIB = 150  # README: 12 such uploads at once add less than this to the API process
+
+
+def test_twelve_concurrent_big_png_uploads_stay_under_the_memory_bound(data_dir: Path, tmp_path: Path) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    photo, key = big_png(), make_api_key("memory")
+    # The embedded filesystem broker in a folder of its own: the photos are queued for no worker.
+    with WorkerSet(data_dir / "logs") as processes:
+        base_url = start_api(processes, "api-memory", {"BROKER_URL": "", "RESULT_BACKEND": "",
+                                                       "DATA_DIR": str(tmp_path)})
+        api = psutil.Process(processes.processes["api-memory"].pid)
+        baseline, peak, done = api.memory_info().rss, 0, threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, api.memory_info().rss)
+                time.sleep(0.01)
+
+        def upload(index: int) -> int:
+            with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
+                return http.post("/api/v1/photos", files={"file": (f"big-{index}.png", photo)}).status_code
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        with ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(upload, range(12)))
+        done.set()
+        sampler.join()
+
+    growth_mib = (peak - baseline) / 2**20
+    print(f"12 concurrent uploads of a {len(photo) // 1024} KiB 7000x6000 PNG: API RSS +{growth_mib:.0f} MiB")
+    assert statuses == [202] * 12
+    assert growth_mib < UPLOAD_MEMORY_BOUND_MIB

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from app.ml.detections import encode_detections
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -20,7 +19,7 @@ from app.client import ApiError, DemeterClient
 from app.db import repository
 from app.db.models import ApiKey
 from app.db.session import db_session
-from app.ml.segmentation import RegionProposal
+from app.records import RegionProposal, encode_detections
 from tests.utils.keys import bearer, make_api_key
 from tests.utils.photos import blank_jpeg
 

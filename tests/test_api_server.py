@@ -81,6 +81,7 @@ def test_get_routes_answer_503_when_the_database_is_down(no_database_api: str) -
         assert response.json()["error"]["code"] == "database_unavailable" and response.headers["Retry-After"]
     assert alive.status_code == 200
     assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("error")
+    assert "127.0.0.1" not in ready.text and "5432" not in ready.text and "port" not in ready.text
 
 
 def big_png(width: int = 7000, height: int = 6000) -> bytes:

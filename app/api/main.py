@@ -9,6 +9,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from app.api import openapi
 from app.api.correlation import CorrelationIdMiddleware
 from app.api.errors import install_error_handlers
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimitMiddleware
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Each upload is decoded once to validate it; this bounds how many photos are in memory at once.
     api.state.upload_slots = anyio.CapacityLimiter(settings.api_max_concurrent_uploads)
     install_error_handlers(api)
+    openapi.install(api)
     # Added last = outermost: every response, a 413 included, carries the correlation id.
     api.add_middleware(
         BodySizeLimitMiddleware,

@@ -7,6 +7,7 @@
     demeter migrate                          bring the database schema up to date
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
+    demeter keys create|list|revoke          API keys for the HTTP API
     demeter logs --correlation-id ID         one photo's log lines, readable, in time order
     demeter config [--json]                  the effective settings, secrets masked
 
@@ -24,6 +25,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from app import exits
 
@@ -66,7 +68,14 @@ def _cmd_migrate(_: argparse.Namespace) -> int:
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("app.api.main:app", host=args.host, port=args.port, log_config=None)
+    from app.config import get_settings
+
+    settings = get_settings()
+    # h11 rather than httptools: only h11 bounds the size of a request's headers.
+    uvicorn.run("app.api.main:app", host=args.host, port=args.port, log_config=None, http="h11",
+                timeout_keep_alive=settings.api_timeout_keep_alive,
+                h11_max_incomplete_event_size=settings.api_max_header_bytes,
+                limit_concurrency=settings.api_limit_concurrency)
     return 0
 
 
@@ -108,10 +117,17 @@ class _HelpWithDefaults(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's --help shows each option's default; subcommands inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def _parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
-    """A subcommand whose --help shows every option's default."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name, help=help_text, description=help_text, formatter_class=_HelpWithDefaults)
+    """A subcommand with its help as its description too."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     return parser
 
 
@@ -185,6 +201,12 @@ def _add_dlq(sub: argparse._SubParsersAction) -> None:
     dlq.set_defaults(func=_cmd_dlq)
 
 
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    from app.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
+
+
 def _add_logs(sub: argparse._SubParsersAction) -> None:
     logs = _parser(sub, "logs", "print one correlation id's lines from JSON logs as readable text, in time order "
                                 "(one line each: time, level, worker, task, event, fields)")
@@ -200,7 +222,7 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="demeter", description="Demeter Pipeline: plant counts from bench photos.",
         epilog="exit codes: 0 done, 1 not all photos completed, 2 usage or confirmation needed, 65 bad input, "
                "69 service unreachable, 70 internal error, 124 timeout, 130 interrupted, 141 output closed")
@@ -215,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=_cmd_migrate)
     _add_api(sub)
     _add_dlq(sub)
+    _add_keys(sub)
     _add_logs(sub)
     _add_config(sub)
     return parser

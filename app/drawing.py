@@ -1,10 +1,11 @@
 """Annotated image and thumbnail for people: pure drawing with Pillow, no database, no models.
 
 The annotated image is the photo with a thin box per plant, each region outlined in its
-class colour with a label on a solid background ("#2 tray: 143"), and below the photo a
-legend strip: the photo id and total, the status, plants and regions per class, the models
-and the warnings. The thumbnail is the photo itself (no boxes: at 512 px they are a haze)
-with its total on a banner.
+class colour with a label on a solid background ("#2 tray: 143"), the plausibility doubts
+(if any) on a red banner across its top, and below the photo a legend strip: the photo id
+and total, the status, the doubts, plants and regions per class, the models and the
+warnings. The thumbnail is the photo itself (no boxes: at 512 px they are a haze) with its
+total on a banner ("(doubtful)" after it when there are doubts).
 
 Sizes scale with the photo: text is 1/60 of the photo's long side (34 px at 2048 px,
 never under 12 px), region outlines 1/500 (4 px at 2048), plant boxes 1/1000 (2 px).
@@ -32,6 +33,8 @@ PLANT_COLOUR: Colour = (255, 0, 60)
 STATUS_COLOURS: dict[str, Colour] = {"completed": (80, 200, 120), "warning": (255, 190, 0), "failed": (255, 80, 80)}
 LEGEND_BACKGROUND: Colour = (24, 24, 24)
 LEGEND_TEXT: Colour = (240, 240, 240)
+DOUBT_BANNER: Colour = (150, 0, 0)  # dark red behind white text, across the top of a doubtful photo
+DOUBT_TEXT: Colour = (255, 110, 110)
 THUMBNAIL_SIDE = 512  # at most, in pixels
 
 
@@ -55,6 +58,7 @@ class Legend:
     status: str
     model: str
     warnings: Sequence[dict[str, Any]] = field(default_factory=tuple)
+    doubts: Sequence[str] = field(default_factory=tuple)  # plausibility reasons: the count needs a look by eye
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ def legend_lines(legend: Legend, regions: Sequence[RegionMark]) -> list[tuple[st
     total = total_text(legend)
     lines = [(f"Photo {legend.photo_id}: {total}", LEGEND_TEXT),
              (f"status: {legend.status}", STATUS_COLOURS.get(legend.status, LEGEND_TEXT))]
+    if legend.doubts:
+        lines.append(("count doubtful: " + "; ".join(legend.doubts), DOUBT_TEXT))
     for class_name in sorted({r.class_name for r in regions}):
         of_class = [r for r in regions if r.class_name == class_name]
         counted = sum(r.count or 0 for r in of_class)
@@ -150,6 +156,18 @@ def _draw_legend(canvas: Image.Image, top: int, lines: list[tuple[str, Colour]],
     return drawn
 
 
+def _draw_doubts(draw: ImageDraw.ImageDraw, width: int, doubts: Sequence[str], scale: Scale) -> None:
+    """The plausibility reasons across the top of the photo, so the image never looks like a sure count."""
+    if not doubts:
+        return
+    face = font(scale.font_size, bold=True)
+    lines = ["COUNT DOUBTFUL - check it by eye:", *(f"- {doubt}" for doubt in doubts)]
+    line_height = round(scale.font_size * 1.3)
+    draw.rectangle((0, 0, width, line_height * len(lines) + 2 * scale.padding), fill=DOUBT_BANNER)
+    for row, line in enumerate(lines):
+        draw.text((2 * scale.padding, scale.padding + row * line_height), line, fill=(255, 255, 255), font=face)
+
+
 def legend_height(lines: int, scale: Scale) -> int:
     return scale.padding * 4 + round(scale.font_size * 1.35) * lines
 
@@ -165,6 +183,7 @@ def draw_annotated(photo: Image.Image, regions: Sequence[RegionMark],
     for box in boxes:
         draw.rectangle(box, outline=PLANT_COLOUR, width=scale.plant_width)
     _draw_regions(draw, regions, scale, image.size)
+    _draw_doubts(draw, image.width, legend.doubts, scale)
     lines = legend_lines(legend, regions)
     canvas = Image.new("RGB", (image.width, image.height + legend_height(len(lines), scale)), LEGEND_BACKGROUND)
     canvas.paste(image, (0, 0))
@@ -186,13 +205,13 @@ def draw_thumbnail(photo: Image.Image, legend: Legend) -> tuple[Image.Image, str
     small = photo.reduce(max(1, math.ceil(max(photo.size) / THUMBNAIL_SIDE)))
     if small.mode != "RGB":
         small = small.convert("RGB")
-    text = total_text(legend)
+    text = total_text(legend) + (" (doubtful)" if legend.doubts else "")
     face = font(max(14, round(max(small.size) / 14)), bold=True)
     draw = ImageDraw.Draw(small, "RGBA")
     left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
     padding = max(4, (bottom - top) // 4)
     banner_top = small.height - (bottom - top) - 3 * padding
     draw.rectangle((0, banner_top, small.width, small.height), fill=(*LEGEND_BACKGROUND, 190))
-    colour = STATUS_COLOURS.get(legend.status, LEGEND_TEXT)
+    colour = DOUBT_TEXT if legend.doubts else STATUS_COLOURS.get(legend.status, LEGEND_TEXT)
     draw.text(((small.width - (right - left)) / 2, banner_top + padding - top), text, font=face, fill=colour)
     return small, text

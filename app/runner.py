@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +42,8 @@ class PhotoReport:
     true_count: int | None
     seconds: float | None
     error: str | None = None
+    doubts: list[str] = field(default_factory=list)  # plain reasons the count may be wrong
+    model_cards: dict[str, str] = field(default_factory=dict)  # provenance
     annotated: str | None = None  # path of the annotated image's copy in the run folder
 
 
@@ -191,7 +193,9 @@ def collect_reports(submitted: list[tuple[int, str, int | None]], run_dir: Path 
             if run_dir is not None:
                 annotated = export_annotated(session.annotated_key, photo_id, name, run_dir / "annotated")
             reports.append(PhotoReport(photo_id, name, session.status, session.regions_total or 0,
-                                       session.total_count, true_count, seconds, session.error, annotated))
+                                       session.total_count, true_count, seconds, session.error,
+                                       [d["message"] for d in session.doubts or []], session.model_cards or {},
+                                       annotated))
     return reports
 
 
@@ -208,6 +212,11 @@ def print_reports(reports: list[PhotoReport], as_json: bool) -> bool:
               f"{_cell(r.seconds):>8}")
         if r.error:
             print(f"    error: {r.error}")
+        for doubt in r.doubts:
+            print(f"    doubt: {doubt}")
+    cards = sorted({card for r in reports for card in r.model_cards.values()})
+    if cards:
+        print(f"\nmodel cards: {', '.join(cards)}")
     annotated = [r for r in reports if r.annotated]
     if annotated:
         print("\nannotated images:")
@@ -253,8 +262,8 @@ def run_demo(photos: int, as_json: bool, seed: int, timeout: float, yes: bool = 
     from app.ml.images import encode_jpeg
     from app.ml.synthetic import render_photo
 
-    prepare_embedded()
-    confirm_servers(get_settings(), photos, yes)
+    get_settings.cache_clear()
+    confirm_servers(get_settings(), photos, yes)  # before anything is created or written
     generated: list[tuple[str, bytes, int | None]] = []
     for index in range(photos):
         photo = render_photo(seed + index)

@@ -41,6 +41,7 @@ from app.tasks.aggregation import aggregate_results
 from app.tasks.gpu import ml_child_task, ml_parent_task
 from app.tasks.io import render_annotated
 from app.tasks.maintenance import cleanup_temporary_files
+from tests.utils.keys import bearer, make_api_key
 from tests.utils.logs import Line, celery_line, received, wait_for_lines
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import PROJECT_ROOT, WorkerSet
@@ -124,6 +125,7 @@ def test_demeter_logs_prints_the_photo_in_time_order(workers: WorkerSet) -> None
 
 
 def _upload(headers: dict[str, str], seed: int) -> tuple[str, int]:
+    headers = {**headers, **bearer(make_api_key())}
     """POST one photo to the HTTP API in this process; the correlation id it answered and the photo's row id."""
     from app.api.main import create_app
 

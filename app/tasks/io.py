@@ -57,7 +57,7 @@ def render_annotated(self: PipelineTask, photo_id: int) -> dict[str, str]:
         key = photo.storage_key
         marks = region_marks(regions)
         legend = Legend(photo_id, session.total_count, session.status, model_name(get_settings()),
-                        tuple(session.warnings or ()))
+                        tuple(session.warnings or ()), tuple(str(d["message"]) for d in session.doubts or []))
     original = open_rgb(storage.get(key))
     small, _ = draw_thumbnail(original, legend)  # before the boxes are drawn on the photo itself
     annotated, _ = draw_annotated(original, marks, boxes, legend)

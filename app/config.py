@@ -78,6 +78,10 @@ class Settings(BaseSettings):
 
     # Workers.
     gpu_queues: int = 1
+    # A GPU worker holds its queue's lease while it runs (workers/handover.py): a second worker with the
+    # same GPU_INDEX waits for it, and a killed worker's successor waits at most this long before it
+    # requeues the dead worker's unacknowledged tasks.
+    gpu_lease_seconds: int = 15
     # The solo pool ignores Celery's child limits; workers.recycling enforces these (0 = no limit).
     # A photo is 1 + regions tasks, and a restart reloads the models (seconds), so the task limit is
     # high: the memory limits are the guard.

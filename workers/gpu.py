@@ -4,7 +4,8 @@
 
 CUDA does not survive fork, so this worker never forks: `--pool=solo
 --concurrency=1`, consuming only `gpu_queue_<GPU_INDEX>`. Without a CUDA device it
-runs on the CPU and says so loudly.
+runs on the CPU and says so loudly. Before it consumes, it takes its queue's lease and
+requeues what a dead predecessor left unacknowledged (workers/handover.py).
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import os
 import sys
 from typing import Any
 
-from celery.signals import worker_init
+import redis
+from celery.signals import worker_init, worker_shutdown
 
 from app.celery_app import app
 from app.config import get_settings
 from app.ml.registry import get_registry
 from app.names import gpu_queue
 from app.observability.logging import configure_logging, get_logger
+from workers.handover import QueueLease, requeue_predecessor_deliveries, stop_warmly
 from workers.queues import import_tasks_for
 from workers.recycling import RecyclePolicy, install
 
 log = get_logger("workers.gpu")
+_lease: list[QueueLease] = []  # this process's GPU queue lease, once taken
 
 
 @worker_init.connect
@@ -38,6 +42,35 @@ def _load_models(**_: Any) -> None:
         log.critical("cannot load models; the GPU worker stops", error=str(exc))
         raise SystemExit(3) from exc
     log.info("models loaded and warmed up", device=registry.device)
+
+
+@worker_init.connect
+def _take_over_the_queue(**_: Any) -> None:
+    """Become the one consumer of this GPU's queue, then requeue what a dead predecessor held.
+
+    Connected after `_load_models`, so waiting for a dead predecessor's lease overlaps the model
+    loading. Redis brokers only: the embedded filesystem broker has no unacknowledged set.
+    """
+    settings = get_settings()
+    if not settings.broker_url_resolved.startswith(("redis://", "rediss://")):
+        return
+    queue = gpu_queue(gpu_index())
+    lease = QueueLease(redis.Redis.from_url(settings.broker_url_resolved), queue, settings.gpu_lease_seconds)
+    lease.acquire()
+    _lease.append(lease)
+    lease.keep_alive(on_lost=stop_warmly)
+    requeue_predecessor_deliveries(app, queue)
+
+
+@worker_shutdown.connect
+def _release_the_queue(**_: Any) -> None:
+    """After a warm shutdown (nothing held any more), a successor may start at once."""
+    for lease in _lease:
+        lease.release()
+
+
+def gpu_index() -> int:
+    return int(os.environ.get("GPU_INDEX", "0"))
 
 
 def argv(index: int, extra: list[str]) -> list[str]:
@@ -58,8 +91,7 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     install(RecyclePolicy(settings.gpu_max_tasks_per_child, settings.gpu_max_memory_per_child_kb,
                           settings.gpu_max_cuda_memory_mb))
-    index = int(os.environ.get("GPU_INDEX", "0"))
-    args = argv(index, sys.argv[1:])
+    args = argv(gpu_index(), sys.argv[1:])
     import_tasks_for(app, args)
     app.worker_main(args)
 

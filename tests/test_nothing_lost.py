@@ -1,0 +1,85 @@
+"""Nothing lost on the default settings: killed GPU workers, backlogs, lost messages.
+
+Every test here keeps VISIBILITY_TIMEOUT at its default (3600 s), so no photo can be saved by the
+broker's own redelivery: anything that completes within the test's minutes was recovered by the
+mechanism under test. A test that shortens another limit says how, and why it scales.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.intake import submit_photo
+from tests.test_reliability import SMALL, Faults, _wait_for_log, assert_accounted_once, start_workers
+from tests.utils.photos import synthetic_jpeg, wait_final
+from tests.utils.processes import IsolatedBroker
+from workers.handover import QueueLease, held_deliveries
+
+DEFAULT_VISIBILITY_TIMEOUT = 3600
+GPU_ENV = {"VISIBILITY_TIMEOUT": str(DEFAULT_VISIBILITY_TIMEOUT), "GPU_MAX_TASKS_PER_CHILD": "0"}
+
+
+@pytest.fixture
+def faults(tmp_path: Path) -> Faults:
+    return Faults(tmp_path / "faults.json")
+
+
+def _redis(broker: IsolatedBroker) -> redis.Redis:
+    return redis.Redis.from_url(broker.env["BROKER_URL"])
+
+
+def test_killed_gpu_worker_hands_its_tasks_to_the_restarted_one_on_the_defaults(
+    isolated_broker: IsolatedBroker, faults: Faults
+) -> None:
+    """SIGKILL while a region task runs, restart at once (as compose does): the restarted worker
+    requeues the dead one's unacknowledged tasks before it consumes, so every photo completes in
+    about a minute, not after the 3600 s visibility timeout; one stock movement per region."""
+    faults.set({"ml.count_region": {"delay": 3.0}})  # long enough to be caught in the middle
+    start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT)
+    photos = [submit_photo(synthetic_jpeg(9500 + i, **SMALL), celery=isolated_broker.app) for i in range(3)]
+    _wait_for_log(isolated_broker, "gpu", "app.tasks.ml.ml_child_task[")
+
+    isolated_broker.workers.stop("gpu", sig=signal.SIGKILL)
+    assert held_deliveries(_redis(isolated_broker), "gpu_queue_0"), "the killed worker held its region task"
+    faults.set({})
+    restarted = time.monotonic()
+    isolated_broker.workers.start("gpu2", ["-m", "workers.gpu"], env={"FAULT_PLAN_FILE": str(faults.path),
+                                                                      **GPU_ENV})
+
+    for submission in photos:
+        # Far below the visibility timeout: only the hand-over can have brought the region task back.
+        session = wait_final(submission.photo_id, timeout=240)
+        assert session.status == "completed"
+        assert_accounted_once(submission.photo_id)
+    print(f"\nkilled GPU worker: all {len(photos)} photos completed {time.monotonic() - restarted:.1f} s "
+          "after the restart (models loaded, lease waited out, tasks requeued)")
+    logs = isolated_broker.workers.logs("gpu2")
+    assert any(line.get("event") == "requeued the deliveries of a dead GPU worker" for line in logs)
+    assert held_deliveries(_redis(isolated_broker), "gpu_queue_0") == []
+
+
+def test_one_gpu_queue_lease_at_a_time(isolated_broker: IsolatedBroker) -> None:
+    """A second worker of the same queue never gets the lease while the first renews it; it gets it once
+    the first releases it, or once the first stopped renewing for the lease's length (2 s here instead
+    of GPU_LEASE_SECONDS=15; the logic is the same Redis TTL, only shorter)."""
+    client = _redis(isolated_broker)
+    first, second = QueueLease(client, "gpu_queue_7", 2), QueueLease(client, "gpu_queue_7", 2)
+    assert first.try_acquire()
+    assert not second.try_acquire()
+    for _ in range(3):  # renewed: still the first's after three lease lengths
+        time.sleep(1.0)
+        assert first.renew()
+        assert not second.try_acquire()
+    first.release()
+    assert second.try_acquire() and second.holder() == second.token
+    assert not first.renew()  # taken: the first must stop
+    second.release()
+    assert first.try_acquire()
+    time.sleep(2.5)  # the first "died": nobody renews
+    assert second.try_acquire()
+    second.release()

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     retry_jitter: bool = False
     stale_session_seconds: int = 1800  # the sweeper fails sessions pending/processing longer than this
     sweep_interval_seconds: float = 300.0  # how often beat sends the stale-session sweeper
+    # The reconciler (beat, cpu worker) re-enqueues unfinished photos whose work is gone from the broker:
+    # it looks every RECONCILE_INTERVAL_SECONDS at sessions unchanged for RECONCILE_GRACE_SECONDS, and gives
+    # up on a photo (failed, dead-lettered) after RECONCILE_MAX_ATTEMPTS re-enqueues.
+    reconcile_interval_seconds: float = 60.0
+    reconcile_grace_seconds: int = 30
+    reconcile_max_attempts: int = 3
 
     # Workers.
     gpu_queues: int = 1

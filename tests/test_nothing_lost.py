@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import select
 
+from app import names
+from app.db import repository
+from app.db.models import DeadLetter
+from app.db.session import db_session
+from app.deadletter.record import record_stale
 from app.intake import submit_photo
 from tests.test_reliability import SMALL, Faults, _wait_for_log, assert_accounted_once, start_workers
 from tests.utils.photos import synthetic_jpeg, wait_final
@@ -83,3 +89,59 @@ def test_one_gpu_queue_lease_at_a_time(isolated_broker: IsolatedBroker) -> None:
     time.sleep(2.5)  # the first "died": nobody renews
     assert second.try_acquire()
     second.release()
+
+
+def _dead_letters(photo_ids: list[int]) -> list[DeadLetter]:
+    with db_session() as db:
+        return list(db.scalars(select(DeadLetter).where(DeadLetter.photo_id.in_(photo_ids))))
+
+
+def test_a_backlog_older_than_the_stale_limit_is_never_failed(
+    isolated_broker: IsolatedBroker, faults: Faults
+) -> None:
+    """The GPU worker is down while photos are uploaded; the sweeper runs long after their sessions went
+    stale; the worker comes: every photo completes, none is failed or dead-lettered.
+
+    Scaled: the sweeper is sent with max_age_seconds=5 instead of STALE_SESSION_SECONDS=1800. Its decision
+    does not depend on the limit (a session older than any limit is still spared while its task is in
+    the broker), so the default behaves the same, 1800 s later."""
+    isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
+                                  env={"VISIBILITY_TIMEOUT": str(DEFAULT_VISIBILITY_TIMEOUT)})
+    isolated_broker.wait_ready(["cpu"])
+    photos = [submit_photo(synthetic_jpeg(9520 + i, **SMALL), celery=isolated_broker.app) for i in range(4)]
+    time.sleep(6)
+
+    swept = isolated_broker.send(names.SWEEP_TASK, "cpu", [5]).get(timeout=60)
+    reconciled = isolated_broker.send(names.RECONCILE_TASK, "cpu", [5]).get(timeout=60)
+
+    assert swept == [] and reconciled == {"requeued": [], "given_up": []}
+    start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT, cpu=False)
+    for submission in photos:
+        assert assert_accounted_once(submission.photo_id).status == "completed"
+    assert _dead_letters([s.photo_id for s in photos]) == []
+
+
+def test_results_of_a_session_failed_meanwhile_are_applied_and_logged(
+    isolated_broker: IsolatedBroker, faults: Faults
+) -> None:
+    """A session failed while its regions were still being counted (as the sweeper of an older release
+    did, or an operator) completes when its results arrive: counts written once, its dead letter marked
+    done, and the cpu worker says so."""
+    faults.set({"ml.count_region": {"delay": 2.0}})
+    start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT)
+    submission = submit_photo(synthetic_jpeg(9530, **SMALL), celery=isolated_broker.app)
+    _wait_for_log(isolated_broker, "gpu", "app.tasks.ml.ml_child_task[")
+    with db_session() as db:
+        repository.fail_session(db, photo_id=submission.photo_id, reason="stuck (failed by hand)")
+    record_stale(isolated_broker.app, photo_id=submission.photo_id, reason="stuck (failed by hand)",
+                 correlation_id=submission.correlation_id)
+    faults.set({})
+
+    deadline = time.monotonic() + 180
+    while wait_final(submission.photo_id).status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert assert_accounted_once(submission.photo_id).status == "completed"
+    (letter,) = _dead_letters([submission.photo_id])
+    assert letter.replayed_at is not None  # done: nobody replays it
+    events = [line.get("event", "") for line in isolated_broker.workers.logs("cpu")]
+    assert any(event.startswith("results applied to a session that had failed") for event in events)

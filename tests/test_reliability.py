@@ -52,15 +52,16 @@ def faults(tmp_path: Path) -> Faults:
 
 
 def start_workers(broker: IsolatedBroker, faults: Faults, gpu_env: dict[str, str] | None = None,
-                  cpu_env: dict[str, str] | None = None, visibility_timeout: int = 3600) -> None:
-    """A GPU and a CPU worker. A short visibility timeout brings a killed worker's task back soon,
-    but must stay above the longest wait of a prefetched or retrying task, or tasks run twice."""
+                  cpu_env: dict[str, str] | None = None, visibility_timeout: int = 3600, cpu: bool = True) -> None:
+    """A GPU and (unless `cpu` is False) a CPU worker. A short visibility timeout brings a killed worker's
+    task back soon, but must stay above the longest wait of a prefetched or retrying task, or tasks run twice."""
     # No recycling here (tests/test_workers.py covers it): these tests stop and restart workers themselves.
     env = {"FAULT_PLAN_FILE": str(faults.path), "VISIBILITY_TIMEOUT": str(visibility_timeout),
            "GPU_MAX_TASKS_PER_CHILD": "0"}
     broker.workers.start("gpu", ["-m", "workers.gpu"], env={**env, **(gpu_env or {})})
-    broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
-                         env={**env, **(cpu_env or {})})
+    if cpu:
+        broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
+                             env={**env, **(cpu_env or {})})
     broker.wait_ready(["gpu0", "cpu"])
 
 

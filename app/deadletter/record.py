@@ -8,6 +8,7 @@ to the `dead_letter` queue (for any consumer that wants a live feed).
 from __future__ import annotations
 
 import traceback as tb
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,12 +105,14 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
     return letter_id
 
 
-def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: str | None) -> int:
-    """Dead-letter a photo whose session the sweeper found stuck, so it can be replayed."""
+def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: str | None,
+                 kind: str = "StaleSession") -> int:
+    """Dead-letter a photo whose session was given up on (`kind`: "StaleSession" from the sweeper,
+    "WorkLost" from the reconciler), so it can be replayed."""
     failure = Failure(
         task_name=names.PARENT_TASK,
-        task_id=f"stale-{photo_id}-{utcnow():%Y%m%dT%H%M%S}",
-        exception_type="StaleSession",
+        task_id=f"{kind.lower()}-{photo_id}-{uuid.uuid4().hex[:12]}",  # unique even for two sweeps at once
+        exception_type=kind,
         exception_message=reason,
         args=[photo_id],
         correlation_id=correlation_id,
@@ -117,5 +120,5 @@ def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: 
     )
     letter_id = store(failure)
     publish(celery, failure, letter_id)
-    log.error("stale session dead-lettered", dead_letter_id=letter_id, photo_id=photo_id, reason=reason)
+    log.error("stale session dead-lettered", dead_letter_id=letter_id, photo_id=photo_id, reason=reason, kind=kind)
     return letter_id

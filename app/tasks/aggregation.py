@@ -31,8 +31,13 @@ def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], pho
     try:
         faults.inject("db.write_counts", str(photo_id))
         with db_session() as db:
+            # Results are never dropped: a session failed meanwhile (stale, or given up on) is reopened.
+            reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id)
             summary = _summary(repository.write_counts(db, photo_id=photo_id, results=results), photo_id,
                                len(results))
+        if reopened is not None:
+            log.warning("results applied to a session that had failed; it is reopened and its dead letters "
+                        "marked done", previous_error=reopened[:500])
     except IntegrityError:
         # Another delivery of this callback committed first; its rows stand.
         with db_session() as db:

@@ -8,7 +8,9 @@ mechanism under test. A test that shortens another limit says how, and why it sc
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,14 @@ from app.db.models import DeadLetter
 from app.db.session import db_session
 from app.deadletter.record import record_stale
 from app.intake import submit_photo
-from tests.test_reliability import SMALL, Faults, _wait_for_log, assert_accounted_once, start_workers
+from tests.test_reliability import (
+    SMALL,
+    Faults,
+    _free_port,
+    _wait_for_log,
+    assert_accounted_once,
+    start_workers,
+)
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import IsolatedBroker
 from workers.handover import QueueLease, held_deliveries
@@ -145,3 +154,62 @@ def test_results_of_a_session_failed_meanwhile_are_applied_and_logged(
     assert letter.replayed_at is not None  # done: nobody replays it
     events = [line.get("event", "") for line in isolated_broker.workers.logs("cpu")]
     assert any(event.startswith("results applied to a session that had failed") for event in events)
+
+
+@pytest.fixture
+def volatile_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[float], None]]]:
+    """A Redis of our own without any persistence: a restart loses every queued message."""
+    port, folder = _free_port(), tmp_path / "redis-volatile"
+    folder.mkdir()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "no",
+               "--save", "", "--dir", str(folder)]
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        for _ in range(50):
+            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        return process
+
+    state = {"process": start()}
+
+    def restart(down_for: float) -> None:
+        state["process"].kill()  # as a crash: nothing written anywhere
+        state["process"].wait(timeout=10)
+        time.sleep(down_for)
+        state["process"] = start()
+
+    yield f"redis://127.0.0.1:{port}", restart
+    state["process"].kill()
+    state["process"].wait(timeout=10)
+
+
+def test_photos_lost_with_the_broker_are_re_enqueued_by_the_reconciler(
+    tmp_path: Path, faults: Faults, volatile_redis: tuple[str, Callable[[float], None]], database: str
+) -> None:
+    """Redis is killed and restarted empty while photos are queued and one is being counted: beat's
+    reconciler, on its default interval (60 s) and grace (30 s), finds the unfinished photos that
+    no message names any more and re-enqueues them; every photo completes, none is failed."""
+    url, restart = volatile_redis
+    broker = IsolatedBroker(f"{url}/0", f"{url}/1", tmp_path)
+    try:
+        faults.set({"ml.count_region": {"delay": 0.5}})
+        start_workers(broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT)
+        broker.workers.start("beat", ["-m", "workers.beat"])
+        photos = [submit_photo(synthetic_jpeg(9540 + i, **SMALL), celery=broker.app) for i in range(6)]
+        _wait_for_log(broker, "gpu", "app.tasks.ml.ml_child_task[")
+
+        restart(2.0)
+        restarted = time.monotonic()
+        faults.set({})
+
+        for submission in photos:
+            assert assert_accounted_once(submission.photo_id).status == "completed"
+        print(f"\nbroker lost: all {len(photos)} photos completed {time.monotonic() - restarted:.1f} s after "
+              "the restart")
+        assert _dead_letters([s.photo_id for s in photos]) == []
+        events = [line.get("event") for line in broker.workers.logs("cpu")]
+        assert "photo re-enqueued: its work was gone from the broker" in events
+    finally:
+        broker.close()

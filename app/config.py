@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     retry_backoff: int = 2  # seconds; delays are backoff * 2**n: 2 s, 4 s, 8 s
     retry_backoff_max: int = 600
     retry_jitter: bool = False
+    # Outages (database, photo store, broker away) are waited out, not counted against TASK_MAX_RETRIES:
+    # a task retries RETRY_BACKOFF * 2**n seconds apart, capped at OUTAGE_BACKOFF_MAX, until
+    # OUTAGE_DEADLINE_SECONDS after its first failure of the outage, and only then fails for good.
+    outage_deadline_seconds: int = 900
+    outage_backoff_max: int = 30
     stale_session_seconds: int = 1800  # the sweeper fails sessions pending/processing longer than this
     sweep_interval_seconds: float = 300.0  # how often beat sends the stale-session sweeper
     # The reconciler (beat, cpu worker) re-enqueues unfinished photos whose work is gone from the broker:

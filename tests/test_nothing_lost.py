@@ -33,6 +33,7 @@ from tests.test_reliability import (
 )
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import IsolatedBroker
+from tests.utils.proxy import TcpProxy
 from workers.handover import QueueLease, held_deliveries
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600
@@ -213,3 +214,66 @@ def test_photos_lost_with_the_broker_are_re_enqueued_by_the_reconciler(
         assert "photo re-enqueued: its work was gone from the broker" in events
     finally:
         broker.close()
+
+
+def test_a_two_minute_database_outage_is_waited_out(
+    isolated_broker: IsolatedBroker, faults: Faults, database: str
+) -> None:
+    """PostgreSQL cut (a TCP proxy refusing every connection) for 2 minutes while photos are segmented,
+    counted and aggregated, then back: every photo completes without a manual step, one movement per
+    region, no dead letter. On the defaults: OUTAGE_DEADLINE_SECONDS=900 is not shortened."""
+    proxy = TcpProxy("127.0.0.1", 5432)
+    try:
+        via_proxy = database.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        faults.set({"ml.count_region": {"delay": 0.5}})
+        start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT,
+                      gpu_env={"DATABASE_URL": via_proxy}, cpu_env={"DATABASE_URL": via_proxy})
+        photos = [submit_photo(synthetic_jpeg(9560 + i, **SMALL), celery=isolated_broker.app) for i in range(6)]
+        _wait_for_log(isolated_broker, "gpu", "app.tasks.ml.ml_child_task[")
+
+        proxy.cut()
+        time.sleep(120)
+        proxy.restore()
+        restored = time.monotonic()
+
+        for submission in photos:
+            assert assert_accounted_once(submission.photo_id).status == "completed"
+        print(f"\ndatabase outage of 120 s: all {len(photos)} photos completed "
+              f"{time.monotonic() - restored:.1f} s after it ended")
+        assert _dead_letters([s.photo_id for s in photos]) == []
+        waited = [line for line in isolated_broker.workers.all_logs() if "retry" in str(line.get("event")).lower()]
+        assert waited, "the workers should have met the outage and retried"
+    finally:
+        proxy.close()
+
+
+def test_a_region_failing_while_the_database_is_away_is_spooled_and_its_photo_still_counted(
+    isolated_broker: IsolatedBroker, faults: Faults, database: str
+) -> None:
+    """A region fails for good (its own error, retries spent) while the GPU worker's database is away: its
+    dead letter goes to the local spool instead of breaking the chord, the photo ends `warning` with the
+    other regions counted once the database is back, and the spooled dead letter reaches the table.
+    RETRY_BACKOFF=1 only makes the region's three own retries quicker (1, 2, 4 s instead of 2, 4, 8 s);
+    the outage is waited out on its default deadline."""
+    proxy = TcpProxy("127.0.0.1", 5432)
+    try:
+        via_proxy = database.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT,
+                      gpu_env={"DATABASE_URL": via_proxy, "RETRY_BACKOFF": "1"})
+        faults.set({"ml.count_region": {"delay": 1.0}})
+        submission = submit_photo(synthetic_jpeg(9580, **SMALL), celery=isolated_broker.app)
+        _wait_for_log(isolated_broker, "gpu", "photo segmented")
+        faults.set({"ml.count_region": {"fail_first": 99, "keys": [f"{submission.photo_id}:0"]}})
+        proxy.cut()
+        _wait_for_log(isolated_broker, "gpu", "dead letter spooled until the database is back")
+        proxy.restore()
+
+        session = assert_accounted_once(submission.photo_id)
+        assert session.status == "warning" and [w["region_index"] for w in session.warnings] == [0]
+        deadline = time.monotonic() + 60
+        while not _dead_letters([submission.photo_id]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (letter,) = _dead_letters([submission.photo_id])
+        assert letter.task_name == names.CHILD_TASK and letter.retries == 3
+    finally:
+        proxy.close()

@@ -3,21 +3,34 @@
 Celery on Redis has no dead-lettering of its own, so a failed task is written to
 the `dead_letters` table (the operator's record) and a JSON copy of it is published
 to the `dead_letter` queue (for any consumer that wants a live feed).
+
+Recording never depends on the component that is down: while the database is away, the dead
+letter is written to a local spool file (DATA_DIR/spool/dead_letters) and moved into the table
+by a thread of the same process every 10 s until it succeeds (or, after a restart, by the worker
+that finds the files at start-up), and by the next successful recording.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
 import traceback as tb
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import worker_ready
 from sqlalchemy import select
 
 from app import names
+from app.config import get_settings
 from app.db.models import DeadLetter, utcnow
 from app.db.session import db_session
+from app.errors import Outage
 from app.observability import correlation
 from app.observability.logging import get_logger
 from app.observability.signals import photo_id_of
@@ -39,7 +52,7 @@ class Failure:
     correlation_id: str | None = None
     photo_id: int | None = None
 
-    def message(self, letter_id: int) -> dict[str, Any]:
+    def message(self, letter_id: int | None) -> dict[str, Any]:
         return {
             "dead_letter_id": letter_id,
             "task": self.task_name,
@@ -71,7 +84,87 @@ def store(failure: Failure) -> int:
         return letter.id
 
 
-def publish(celery: Celery, failure: Failure, letter_id: int) -> None:
+def spool_dir() -> Path:
+    """Where dead letters wait while the database is away: DATA_DIR/spool/dead_letters, on this machine."""
+    return get_settings().data_dir / "spool" / "dead_letters"
+
+
+def spool(failure: Failure) -> Path:
+    """Keep a dead letter in a local file until the database takes it (written whole, then renamed)."""
+    folder = spool_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.json"
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(failure)))
+    os.replace(temporary, path)
+    keep_flushing()
+    return path
+
+
+def flush_spool() -> int:
+    """Move spooled dead letters into the table, oldest first; stops at the first that cannot be written
+    (the database still away). Returns how many moved."""
+    folder = spool_dir()
+    if not folder.is_dir():
+        return 0
+    moved = 0
+    for path in sorted(folder.glob("*.json")):
+        try:
+            failure = Failure(**json.loads(path.read_text()))
+            letter_id = store(failure)
+        except Outage:
+            break
+        except (OSError, ValueError, TypeError) as error:
+            log.error("unreadable spooled dead letter left in place", path=str(path), error=str(error))
+            continue
+        path.unlink(missing_ok=True)
+        moved += 1
+        log.info("spooled dead letter recorded", dead_letter_id=letter_id, task_name=failure.task_name,
+                 photo_id=failure.photo_id)
+    return moved
+
+
+def store_or_spool(failure: Failure) -> int | None:
+    """The new dead letter's id; None when the database is away and it was spooled instead."""
+    try:
+        letter_id = store(failure)
+    except Outage as error:
+        path = spool(failure)
+        log.warning("dead letter spooled until the database is back", path=str(path), error=str(error))
+        return None
+    flush_spool()
+    return letter_id
+
+
+_flusher: list[threading.Thread] = []
+
+
+def keep_flushing(every: float = 10.0) -> None:
+    """Flush the spool every `every` seconds in a daemon thread of this process, until it is empty."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                flush_spool()
+            except Exception as error:  # keep trying: the spool is the only copy
+                log.warning("could not flush the dead-letter spool", error=str(error))
+            if not any(spool_dir().glob("*.json")):
+                return
+
+    if _flusher and _flusher[0].is_alive():
+        return
+    _flusher[:] = [threading.Thread(target=loop, name="dead-letter-spool", daemon=True)]
+    _flusher[0].start()
+
+
+@worker_ready.connect(weak=False)
+def _flush_what_a_previous_process_spooled(**_: Any) -> None:
+    if spool_dir().is_dir() and any(spool_dir().glob("*.json")):
+        keep_flushing()
+
+
+def publish(celery: Celery, failure: Failure, letter_id: int | None) -> None:
     """Put a JSON copy on the dead_letter queue; the table row stays the record if this fails."""
     try:
         with celery.producer_or_acquire() as producer:
@@ -82,8 +175,8 @@ def publish(celery: Celery, failure: Failure, letter_id: int) -> None:
         log.warning("could not publish dead letter copy", dead_letter_id=letter_id, error=str(error))
 
 
-def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> int:
-    """Dead-letter the task that is running now."""
+def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> int | None:
+    """Dead-letter the task that is running now; its id, or None while it waits in the spool."""
     request = task.request
     failure = Failure(
         task_name=task.name,
@@ -98,7 +191,7 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
         correlation_id=request.get(correlation.MESSAGE_HEADER) or correlation.correlation_id.get(),
         photo_id=photo_id_of(task, args, kwargs),
     )
-    letter_id = store(failure)
+    letter_id = store_or_spool(failure)
     publish(task.app, failure, letter_id)
     log.error("task dead-lettered", dead_letter_id=letter_id, exception_type=failure.exception_type,
               error=failure.exception_message[:500], retries=failure.retries)
@@ -106,7 +199,7 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
 
 
 def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: str | None,
-                 kind: str = "StaleSession") -> int:
+                 kind: str = "StaleSession") -> int | None:
     """Dead-letter a photo whose session was given up on (`kind`: "StaleSession" from the sweeper,
     "WorkLost" from the reconciler), so it can be replayed."""
     failure = Failure(
@@ -118,7 +211,7 @@ def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: 
         correlation_id=correlation_id,
         photo_id=photo_id,
     )
-    letter_id = store(failure)
+    letter_id = store_or_spool(failure)
     publish(celery, failure, letter_id)
     log.error("stale session dead-lettered", dead_letter_id=letter_id, photo_id=photo_id, reason=reason, kind=kind)
     return letter_id

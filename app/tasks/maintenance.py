@@ -17,13 +17,13 @@ from app.db.models import DeadLetter, SessionStatus, utcnow
 from app.db.session import db_session
 from app.deadletter import record as deadletter
 from app.observability.logging import get_logger
-from app.tasks.base import PipelineTask
+from app.tasks.base import HousekeepingTask
 
 log = get_logger(__name__)
 
 
-@app.task(bind=True, base=PipelineTask, name=names.SWEEP_TASK)
-def sweep_stale_sessions(self: PipelineTask, max_age_seconds: int | None = None) -> list[int]:
+@app.task(bind=True, base=HousekeepingTask, name=names.SWEEP_TASK)
+def sweep_stale_sessions(self: HousekeepingTask, max_age_seconds: int | None = None) -> list[int]:
     """Fail sessions unchanged for STALE_SESSION_SECONDS whose work is gone, and dead-letter each one.
 
     A photo whose task is still queued, reserved or running (app/inflight.py) is never failed, however
@@ -51,8 +51,8 @@ def sweep_stale_sessions(self: PipelineTask, max_age_seconds: int | None = None)
     return swept
 
 
-@app.task(bind=True, base=PipelineTask, name=names.RECONCILE_TASK)
-def reconcile_unfinished(self: PipelineTask, grace_seconds: int | None = None) -> dict[str, list[int]]:
+@app.task(bind=True, base=HousekeepingTask, name=names.RECONCILE_TASK)
+def reconcile_unfinished(self: HousekeepingTask, grace_seconds: int | None = None) -> dict[str, list[int]]:
     """Re-enqueue unfinished photos whose work is gone from the broker (lost with a broker restart,
     stranded by a crash), within a minute or two instead of at the stale limit.
 
@@ -99,8 +99,8 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@app.task(bind=True, base=PipelineTask, name=names.DEAD_LETTER_REPORT_TASK)
-def dead_letter_report(self: PipelineTask) -> dict[str, Any]:
+@app.task(bind=True, base=HousekeepingTask, name=names.DEAD_LETTER_REPORT_TASK)
+def dead_letter_report(self: HousekeepingTask) -> dict[str, Any]:
     """Log how many dead letters wait for an operator, by task."""
     with db_session() as db:
         rows = db.execute(
@@ -112,8 +112,8 @@ def dead_letter_report(self: PipelineTask) -> dict[str, Any]:
     return {"waiting": waiting, "total": sum(waiting.values())}
 
 
-@app.task(bind=True, base=PipelineTask, name=names.CLEANUP_TASK)
-def cleanup_temporary_files(self: PipelineTask, max_age_seconds: int = 24 * 3600) -> int:
+@app.task(bind=True, base=HousekeepingTask, name=names.CLEANUP_TASK)
+def cleanup_temporary_files(self: HousekeepingTask, max_age_seconds: int = 24 * 3600) -> int:
     """Remove old files from DATA_DIR/tmp."""
     tmp = get_settings().data_dir / "tmp"
     removed = 0

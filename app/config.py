@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     broker_url: str = ""
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
-    visibility_timeout: int = 3600  # seconds; must exceed the longest task
+    visibility_timeout: int = 3600  # seconds; must exceed the longest task plus the longest retry countdown
+    # The longest a task is expected to run (seconds): not enforced, only checked against VISIBILITY_TIMEOUT.
+    longest_task_seconds: int = 600
 
     # Storage.
     storage_backend: Literal["local", "s3"] = "local"
@@ -131,6 +133,22 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.resolve()
 
+    @model_validator(mode="after")
+    def _no_setting_that_loses_or_doubles_work(self) -> Settings:
+        """Refuse, in every process at start-up, combinations that run a task twice or give up on live work."""
+        problems = settings_problems(self)
+        if problems:
+            raise ValueError("settings that would lose or double work: " + "; ".join(problems))
+        return self
+
+    @property
+    def longest_retry_countdown(self) -> int:
+        """The longest a retry waits in a worker (seconds): the last of TASK_MAX_RETRIES own retries, or an
+        outage retry (app/tasks/base.py)."""
+        own = min(self.retry_backoff * 2 ** max(0, self.task_max_retries - 1), self.retry_backoff_max)
+        outage = min(self.outage_backoff_max, self.outage_deadline_seconds)
+        return max(own if self.task_max_retries > 0 else 0, outage)
+
     @property
     def database_url_resolved(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'demeter.sqlite3'}"
@@ -154,6 +172,29 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url_resolved.startswith("filesystem://")
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """What is wrong with these settings' combination, one sentence per problem naming the variables."""
+    problems = []
+    # Redis gives an unacknowledged task to another worker after VISIBILITY_TIMEOUT. A task is unacknowledged
+    # while it runs and while its retry waits for its countdown in the worker (tasks are acknowledged late).
+    held = settings.longest_task_seconds + settings.longest_retry_countdown
+    if settings.visibility_timeout <= held:
+        problems.append(
+            f"VISIBILITY_TIMEOUT ({settings.visibility_timeout} s) must exceed LONGEST_TASK_SECONDS "
+            f"({settings.longest_task_seconds} s) plus the longest retry countdown ({settings.longest_retry_countdown}"
+            " s, from RETRY_BACKOFF, TASK_MAX_RETRIES, RETRY_BACKOFF_MAX and OUTAGE_BACKOFF_MAX), or a task runs twice")
+    # The sweeper fails a session unchanged this long when the broker cannot be scanned (the embedded
+    # filesystem broker): it must outlast a running task, or it fails photos that are being counted.
+    if settings.stale_session_seconds <= settings.longest_task_seconds:
+        problems.append(
+            f"STALE_SESSION_SECONDS ({settings.stale_session_seconds} s) must exceed LONGEST_TASK_SECONDS "
+            f"({settings.longest_task_seconds} s), or photos still being counted are failed")
+    if settings.gpu_lease_seconds < 3:
+        problems.append(f"GPU_LEASE_SECONDS ({settings.gpu_lease_seconds}) must be at least 3: it is renewed "
+                        "every third of it")
+    return problems
 
 
 @lru_cache

@@ -277,3 +277,22 @@ def test_a_region_failing_while_the_database_is_away_is_spooled_and_its_photo_st
         assert letter.task_name == names.CHILD_TASK and letter.retries == 3
     finally:
         proxy.close()
+
+
+def test_the_first_photo_completes_before_the_last_is_segmented(
+    isolated_broker: IsolatedBroker, faults: Faults
+) -> None:
+    """20 photos uploaded at once: aggregation keeps up with the GPU worker on the default
+    BACKGROUND_CPU_PRIORITY, so the first photo is `completed` before the last photo's segmentation
+    starts (the session's `finished_at` and `started_at`). Only the order is asserted."""
+    start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT)
+    photos = [submit_photo(synthetic_jpeg(9600 + i % 10, **SMALL), celery=isolated_broker.app) for i in range(20)]
+
+    sessions = [wait_final(s.photo_id, timeout=600) for s in photos]
+
+    assert all(s.status == "completed" for s in sessions)
+    first_done = min(s.finished_at for s in sessions if s.finished_at is not None)
+    last_started = max(s.started_at for s in sessions if s.started_at is not None)
+    print(f"\nfirst photo completed {(last_started - first_done).total_seconds():.1f} s before the last one "
+          "was segmented")
+    assert first_done < last_started

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     # OUTAGE_DEADLINE_SECONDS after its first failure of the outage, and only then fails for good.
     outage_deadline_seconds: int = 900
     outage_backoff_max: int = 30
+    # The broker's `dead_letter` list (a live feed beside the table) keeps only this many newest copies.
+    dead_letter_queue_max_length: int = 10_000
     stale_session_seconds: int = 1800  # the sweeper fails sessions pending/processing longer than this
     sweep_interval_seconds: float = 300.0  # how often beat sends the stale-session sweeper
     # The reconciler (beat, cpu worker) re-enqueues unfinished photos whose work is gone from the broker:

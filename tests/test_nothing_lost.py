@@ -296,3 +296,29 @@ def test_the_first_photo_completes_before_the_last_is_segmented(
     print(f"\nfirst photo completed {(last_started - first_done).total_seconds():.1f} s before the last one "
           "was segmented")
     assert first_done < last_started
+
+
+def test_the_broker_copy_of_the_dead_letters_is_bounded_and_purged_with_its_row(
+    isolated_broker: IsolatedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `dead_letter` list keeps the newest DEAD_LETTER_QUEUE_MAX_LENGTH copies (3 here instead of
+    10000: the same LTRIM), and `purge` removes a letter's copy with its row."""
+    from app.config import get_settings
+    from app.deadletter.record import Failure, copy_letter_id, publish, store
+    from app.deadletter.replay import purge
+
+    monkeypatch.setattr(get_settings(), "dead_letter_queue_max_length", 3)
+    client = _redis(isolated_broker)
+    ids = []
+    for n in range(5):
+        failure = Failure(task_name=names.PARENT_TASK, task_id=f"bounded-{n}-{time.time_ns()}",
+                          exception_type="InvalidImage", exception_message="test", args=[n])
+        ids.append(store(failure))
+        publish(isolated_broker.app, failure, ids[-1])
+
+    def copies() -> list[int | None]:
+        return [copy_letter_id(raw) for raw in client.lrange(names.DEAD_LETTER_QUEUE, 0, -1)]
+
+    assert copies() == ids[:1:-1]  # the newest three, newest first
+    assert purge(ids[3], celery=isolated_broker.app) == 1
+    assert copies() == [ids[4], ids[2]]

@@ -12,12 +12,15 @@ that finds the files at start-up), and by the next successful recording.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import threading
 import time
 import traceback as tb
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,14 +168,54 @@ def _flush_what_a_previous_process_spooled(**_: Any) -> None:
 
 
 def publish(celery: Celery, failure: Failure, letter_id: int | None) -> None:
-    """Put a JSON copy on the dead_letter queue; the table row stays the record if this fails."""
+    """Put a JSON copy on the dead_letter queue, which keeps the newest DEAD_LETTER_QUEUE_MAX_LENGTH;
+    the table row stays the record if this fails."""
     try:
         with celery.producer_or_acquire() as producer:
             queues = [q for q in celery.conf.task_queues if q.name == names.DEAD_LETTER_QUEUE]
             producer.publish(failure.message(letter_id), routing_key=names.DEAD_LETTER_QUEUE, serializer="json",
                              retry=True, declare=queues)
+        with _redis_client(celery) as client:
+            if client is not None:
+                # kombu pushes on the left and consumers pop on the right: keep the newest, left end.
+                client.ltrim(names.DEAD_LETTER_QUEUE, 0, get_settings().dead_letter_queue_max_length - 1)
     except Exception as error:
         log.warning("could not publish dead letter copy", dead_letter_id=letter_id, error=str(error))
+
+
+@contextmanager
+def _redis_client(celery: Celery) -> Iterator[Any]:
+    """The broker's Redis client, or None on another broker."""
+    if not str(celery.conf.broker_url).startswith(("redis://", "rediss://")):
+        yield None
+        return
+    with celery.connection_for_write() as connection:
+        yield connection.default_channel.client
+
+
+def copy_letter_id(raw: bytes | str) -> int | None:
+    """The `dead_letter_id` of one message of the dead_letter list (kombu's JSON envelope), or None."""
+    try:
+        payload = json.loads(raw)
+        body = payload["body"]
+        if (payload.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        value = json.loads(body).get("dead_letter_id")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def remove_copies(celery: Celery, letter_ids: set[int]) -> int:
+    """Delete the dead_letter list's copies of these dead letters (purged from the table); how many."""
+    removed = 0
+    with _redis_client(celery) as client:
+        if client is None or not letter_ids:
+            return 0
+        for raw in client.lrange(names.DEAD_LETTER_QUEUE, 0, -1):
+            if copy_letter_id(raw) in letter_ids:
+                removed += int(client.lrem(names.DEAD_LETTER_QUEUE, 1, raw))
+    return removed
 
 
 def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> int | None:

@@ -36,6 +36,9 @@ os.environ.update(
         "STORAGE_BACKEND": "local",
         "LOG_FORMAT": "json",
         "VISIBILITY_TIMEOUT": "30",
+        # Consistent with it (app/config.py refuses a visibility timeout shorter than a task plus its retry wait).
+        "LONGEST_TASK_SECONDS": "20",
+        "OUTAGE_BACKOFF_MAX": "8",
     }
 )
 
@@ -63,6 +66,14 @@ def _services_outside_the_unit_layer(request: pytest.FixtureRequest) -> None:
     """Every test outside tests/unit gets the session's PostgreSQL database; the unit layer needs no service."""
     if UNIT_TESTS not in Path(str(request.node.path)).parents:
         request.getfixturevalue("database")
+
+
+@pytest.fixture(scope="session")
+def api_key(database: str) -> str:
+    """A key of the default tenant (where photos taken in without HTTP land) with every non-admin scope."""
+    from tests.utils.keys import make_api_key
+
+    return make_api_key("default")
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from app.db.session import db_session
 from app.records import RegionProposal
 from tests.utils.api_server import start_api
 from tests.utils.bad_photos import bomb_png, gif_bytes, jpeg_padded, panorama_jpeg, text_file, truncated_jpeg
+from tests.utils.keys import bearer
 from tests.utils.photos import blank_jpeg, png_bytes, synthetic_jpeg
 from tests.utils.processes import WorkerSet
 
@@ -33,8 +34,8 @@ DEAD_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
+def client(api_key: str) -> Iterator[TestClient]:
+    with TestClient(app, headers=bearer(api_key)) as test_client:
         yield test_client
 
 
@@ -113,7 +114,9 @@ def test_upload_then_status_then_annotated_image(client: TestClient, workers: Wo
 
     assert annotated.status_code == thumbnail.status_code == 200
     assert annotated.headers["content-type"] == thumbnail.headers["content-type"] == "image/jpeg"
-    assert Image.open(io.BytesIO(annotated.content)).size == (1024, 768)
+    # The photo's own pixels keep their coordinates; the legend is a strip below them.
+    width, height = Image.open(io.BytesIO(annotated.content)).size
+    assert width == 1024 and height > 768
     assert max(Image.open(io.BytesIO(thumbnail.content)).size) <= 512
     # A box is drawn around every plant: more plant-box red pixels than plants, and none in the original.
     assert _plant_box_pixels(annotated.content) > body["total_count"] > 0
@@ -205,9 +208,9 @@ def _multipart_stream(boundary: str, payload: bytes, chunk: int = 16 * 1024) -> 
     yield f"\r\n--{boundary}--\r\n".encode()
 
 
-def test_uploads_over_the_limit_are_refused_with_413(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uploads_over_the_limit_are_refused_with_413(monkeypatch: pytest.MonkeyPatch, api_key: str) -> None:
     monkeypatch.setenv("MAX_UPLOAD_BYTES", "20000")
-    small = TestClient(create_app(Settings()))
+    small = TestClient(create_app(Settings()), headers=bearer(api_key))
     before = stored_state()
 
     within = upload(small, jpeg_padded(19_000))
@@ -338,9 +341,9 @@ def dead_broker_api(data_dir: Path) -> Iterator[str]:
         yield start_api(processes, "api-dead-broker", {"BROKER_URL": DEAD_BROKER})
 
 
-def test_broker_outage_answers_503_and_keeps_nothing(dead_broker_api: str) -> None:
+def test_broker_outage_answers_503_and_keeps_nothing(dead_broker_api: str, api_key: str) -> None:
     before = stored_state()
-    with httpx.Client(base_url=dead_broker_api, timeout=60) as http:
+    with httpx.Client(base_url=dead_broker_api, timeout=60, headers=bearer(api_key)) as http:
         response = upload(http, blank_jpeg(320, 240), headers={"X-Correlation-ID": "broker-down-1"})
         ready = http.get("/readyz")
 

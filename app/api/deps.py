@@ -11,6 +11,7 @@ from fastapi import Depends, File, Form, Path, Request, UploadFile
 from app.api.errors import ApiError
 from app.api.limits import too_large
 from app.api.queries import find_photo
+from app.api.security import PhotosReader
 from app.api.uploads import Upload, UploadTooLarge, clean_filename, read_limited, sniff_content_type
 from app.config import Settings
 from app.db.models import Photo
@@ -31,12 +32,21 @@ def request_correlation_id(request: Request) -> str:
 
 
 SettingsDep = Annotated[Settings, Depends(api_settings)]
+
+
+def public_url(request: Request, settings: Settings, name: str, **params: str) -> str:
+    """An absolute URL of route `name`: under PUBLIC_BASE_URL when set, else from the request."""
+    path = request.app.url_path_for(name, **params)
+    base = settings.public_base_url.rstrip("/") or str(request.base_url).rstrip("/")
+    return f"{base}{path}"
 CorrelationIdDep = Annotated[str, Depends(request_correlation_id)]
 
 
-def photo_or_404(photo_id: Annotated[str, Path(description="the photo's UUID", examples=[
-        "3f2b8c1e-5d4a-4b7e-9a61-0c2d3e4f5a6b"])]) -> Photo:
-    """Malformed and unknown ids are both simply "no such photo"."""
+def photo_or_404(
+    principal: PhotosReader,
+    photo_id: Annotated[str, Path(description="the photo's UUID", examples=["3f2b8c1e-5d4a-4b7e-9a61-0c2d3e4f5a6b"])],
+) -> Photo:
+    """Malformed, unknown and other tenants' ids are all simply "no such photo" (404, never 403)."""
     try:
         photo_uuid = UUID(photo_id)
     except ValueError:
@@ -44,20 +54,25 @@ def photo_or_404(photo_id: Annotated[str, Path(description="the photo's UUID", e
     photo = None
     if photo_uuid is not None:
         with db_session() as db:
-            photo = find_photo(db, photo_uuid=photo_uuid)
+            photo = find_photo(db, photo_uuid=photo_uuid,
+                               tenant=None if principal.all_tenants else principal.tenant)
     if photo is None:
         raise ApiError(404, "photo_not_found", f"no photo with id {photo_id[:64]!r}")
     return photo
 
 
 async def photo_upload(
+    request: Request,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="the photo: JPEG, PNG or WebP")],
 ) -> Upload:
     """The uploaded bytes, within the size limit, announcing a supported image type.
 
     Whether the image really decodes is left to intake (it decodes it once, fully).
+    Two `file` parts are refused (422), not silently reduced to the last one.
     """
+    if len((await request.form()).getlist("file")) > 1:
+        raise ApiError(422, "multiple_files", "one photo per upload: the request has several `file` parts")
     try:
         data = await read_limited(file, settings.max_upload_bytes)
     except UploadTooLarge as exc:

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from app.errors import InvalidImage
+from app.ml.pngcheck import check_png
 
 # MPO is how Pillow names a JPEG with a multi-picture segment, as many cameras and phones write.
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -77,23 +78,34 @@ def _check_aspect_ratio(width: int, height: int, max_aspect_ratio: float | None)
 
 
 def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS, max_aspect_ratio: float | None = None) -> ImageInfo:
-    """Validate an upload fully (every byte of it is decoded) and return its format and oriented size.
+    """Validate an upload fully (every byte of it is read) and return its format and oriented size.
 
     A JPEG is decoded at 1/8 scale (Pillow's draft mode): the decoder still reads all of the
-    compressed data, so a truncated or corrupt file fails here, at about a third of a full decode's cost.
+    compressed data, so a truncated or corrupt file fails here, at about a third of a full decode's cost,
+    and 1/64 of its memory. A PNG's compressed pixel data is checked as a stream in bounded memory
+    (app/ml/pngcheck.py), never decoded whole. A WebP is decoded in full (no partial decoder exists).
     Raises InvalidImage for unreadable or unsupported data, and for a long side more than
     `max_aspect_ratio` times the short one (None: no limit).
     """
     image = _open(data, max_pixels)
     width, height = image.size
     _check_aspect_ratio(width, height, max_aspect_ratio)
+    exif: Image.Exif | None = None
     try:
-        if image.format in ("JPEG", "MPO"):
+        if image.format == "PNG":
+            exif = Image.Exif()
+            if (block := check_png(data)) is not None:
+                exif.load(block)
+        elif image.format in ("JPEG", "MPO"):
             image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-        image.load()
+            image.load()
+        else:
+            image.load()
+    except InvalidImage:
+        raise
     except Exception as exc:
         raise InvalidImage(f"corrupt or truncated {image.format} image") from exc
-    if image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+    if (exif if exif is not None else image.getexif()).get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
         width, height = height, width
     return ImageInfo(format=str(image.format), width=width, height=height)
 

@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from app.api.main import app
 from app.api.schemas import BatchPage, MovementPage
-from app.apikeys import digest, token_prefix
 from app.cli import main as cli
 from app.client import ApiError, DemeterClient
 from app.db import repository
+from app.db.apikeys import digest, token_prefix
 from app.db.models import ApiKey
 from app.db.session import db_session
 from app.records import RegionProposal, encode_detections

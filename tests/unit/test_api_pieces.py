@@ -8,11 +8,11 @@ from uuid import uuid4
 
 import pytest
 
-from app.api.pagination import InvalidCursor, decode_cursor, encode_cursor
 from app.api.schemas import DetectionOut, PhotoDetections, RegionDetections
 from app.api.uploads import request_fingerprint
 from app.api.views import coco_document
-from app.apikeys import Principal, check_scopes, check_tenant, digest, new_token, token_prefix
+from app.db.apikeys import Principal, check_scopes, check_tenant, digest, new_token, token_prefix
+from app.db.pagination import InvalidCursor, decode_cursor, encode_cursor
 
 
 def test_tokens_are_random_with_a_lookup_prefix_and_only_their_digest_is_kept() -> None:

@@ -136,3 +136,26 @@ def test_twelve_concurrent_big_png_uploads_stay_under_the_memory_bound(data_dir:
     print(f"12 concurrent uploads of a {len(photo) // 1024} KiB 7000x6000 PNG: API RSS +{growth_mib:.0f} MiB")
     assert statuses == [202] * 12
     assert growth_mib < UPLOAD_MEMORY_BOUND_MIB
+
+
+@pytest.fixture(scope="module")
+def no_redis_api(data_dir: Path) -> Iterator[str]:
+    with WorkerSet(data_dir / "logs") as processes:
+        yield start_api(processes, "api-no-redis", {"BROKER_URL": "redis://127.0.0.1:1/0",
+                                                    "RESULT_BACKEND": "redis://127.0.0.1:1/1"})
+
+
+def test_an_upload_during_a_redis_outage_answers_503_after_two_quick_tries(no_redis_api: str) -> None:
+    from app.api.main import PUBLISH_RESULT_BACKEND_RETRIES, create_app
+    from app.celery_app import app as celery
+    from tests.utils.photos import blank_jpeg
+
+    create_app()
+    assert celery.conf.result_backend_transport_options["retry_policy"] == PUBLISH_RESULT_BACKEND_RETRIES
+    with httpx.Client(base_url=no_redis_api, headers=bearer(make_api_key()), timeout=120) as http:
+        started = time.monotonic()
+        response = http.post("/api/v1/photos", files={"file": ("a.jpg", blank_jpeg(64, 48))})
+        print(f"\nupload with Redis down: {response.status_code} after {time.monotonic() - started:.1f} s")
+
+    assert response.status_code == 503 and response.json()["error"]["code"] == "broker_unavailable"
+    assert response.headers["Retry-After"]

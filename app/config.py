@@ -67,8 +67,21 @@ class Settings(BaseSettings):
     merge_method: Literal["GREEDYNMM", "NMS"] = "GREEDYNMM"
     merge_metric: Literal["IOS", "IOU"] = "IOS"
     merge_threshold: float = 0.5
+    # Where plants are counted: "segment" finds containers (trays, beds) and counts each; "whole" counts the
+    # whole photo as one region (no containers, or containers the segmenter does not know). A photo uploaded
+    # with its own `region_mode` or `regions` (boxes, e.g. from a fixed bench camera) overrides this.
+    region_mode: Literal["segment", "whole"] = "segment"
     region_padding: float = 0.02  # fraction of the region's size added around its box before detection
     photo_cache_size: int = 2  # decoded photos kept per worker process
+
+    # Plausibility checks (app/ml/plausibility.py): a photo past any of these limits ends `warning`, its
+    # counts still written. Chosen from measurements on held-out synthetic and real photos (models/README.md).
+    plausibility_min_plants: int = 5  # fewer plants than this: the share checks below stay silent
+    plausibility_size_outliers: float = 0.2  # share of plants outside the card's 1st-99th percentile size
+    plausibility_density_factor: float = 2.0  # times beyond the card's 1st/99th percentile plants per area
+    plausibility_overlap: float = 0.1  # share of plants overlapping another more than training plants did
+    plausibility_low_confidence: float = 0.1  # share of plants within 0.15 of the confidence threshold
+    plausibility_not_green: float = 0.05  # share of plants whose centre is not leaf-coloured
 
     # Retries.
     task_max_retries: int = 3
@@ -122,6 +135,10 @@ class Settings(BaseSettings):
     # this process's memory with the embedded broker).
     upload_rate_limit: str = ""
     rate_limit_storage_url: str = ""
+    # Long side / short side above which an upload is refused with 422: container segmentation runs on the
+    # whole photo at SEGMENTATION_IMGSZ, so a 12:1 panorama becomes a strip a few dozen pixels high where it
+    # finds nothing. Phones write 4:3, 16:9 (1.8) and 21:9 (2.3); 3 leaves room for a cropped bench.
+    max_aspect_ratio: float = Field(default=3.0, ge=1.0)
 
     fault_plan_file: str | None = None  # resilience tests only; see app/faults.py
 

@@ -26,6 +26,7 @@ from app.errors import BrokerUnavailable, PermanentError
 from app.ml.images import inspect_image
 from app.observability import correlation
 from app.observability.logging import get_logger
+from app.records import validate_bbox
 from app.storage import get_storage, new_key
 
 log = get_logger(__name__)
@@ -129,8 +130,11 @@ def submit_photo(
     tenant within the policy's window raises DuplicatePhoto, or is taken in and flagged
     (`duplicate_of`), as the policy says (default: DUPLICATE_UPLOAD_* from the settings).
     """
-    policy = duplicates or DuplicatePolicy.from_settings(get_settings())
-    info = inspect_image(data)
+    settings = get_settings()
+    policy = duplicates or DuplicatePolicy.from_settings(settings)
+    info = inspect_image(data, max_aspect_ratio=settings.max_aspect_ratio)
+    for box in (metadata or {}).get("regions") or []:
+        validate_bbox(box, info.width, info.height)
     cid = correlation.sanitize(correlation_id or correlation.correlation_id.get())
     content_sha256 = hashlib.sha256(data).hexdigest()
     duplicate_of = find_recent_duplicate(tenant, content_sha256, policy.window_seconds)

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from app.config import PROJECT_ROOT, get_settings
@@ -34,6 +34,8 @@ class PhotoReport:
     true_count: int | None
     seconds: float | None
     error: str | None = None
+    doubts: list[str] = field(default_factory=list)  # plain reasons the count may be wrong
+    model_cards: dict[str, str] = field(default_factory=dict)  # provenance
 
 
 def prepare_embedded(default_dir: str = "var/demo") -> Path:
@@ -100,7 +102,8 @@ def collect_reports(submitted: list[tuple[int, str, int | None]]) -> list[PhotoR
             if session.finished_at is not None:
                 seconds = round((session.finished_at - session.created_at).total_seconds(), 2)
             reports.append(PhotoReport(photo_id, name, session.status, session.regions_total or 0,
-                                       session.total_count, true_count, seconds, session.error))
+                                       session.total_count, true_count, seconds, session.error,
+                                       [d["message"] for d in session.doubts or []], session.model_cards or {}))
     return reports
 
 
@@ -117,6 +120,11 @@ def print_reports(reports: list[PhotoReport], as_json: bool) -> bool:
               f"{_cell(r.seconds):>8}")
         if r.error:
             print(f"    error: {r.error}")
+        for doubt in r.doubts:
+            print(f"    doubt: {doubt}")
+    cards = sorted({card for r in reports for card in r.model_cards.values()})
+    if cards:
+        print(f"\nmodel cards: {', '.join(cards)}")
     print(f"\nall completed: {'yes' if all_completed else 'NO'}")
     return all_completed
 

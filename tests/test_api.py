@@ -24,7 +24,7 @@ from app.db.models import Photo
 from app.db.session import db_session
 from app.records import RegionProposal
 from tests.utils.api_server import start_api
-from tests.utils.bad_photos import bomb_png, gif_bytes, jpeg_padded, text_file, truncated_jpeg
+from tests.utils.bad_photos import bomb_png, gif_bytes, jpeg_padded, panorama_jpeg, text_file, truncated_jpeg
 from tests.utils.keys import bearer
 from tests.utils.photos import blank_jpeg, png_bytes, synthetic_jpeg
 from tests.utils.processes import WorkerSet
@@ -85,6 +85,12 @@ def test_upload_then_status_then_annotated_image(client: TestClient, workers: Wo
     assert accepted["status_url"].endswith(f"{PHOTOS}/{accepted['photo_id']}")
     body = wait_for(client, accepted["status_url"], lambda b: b["status"] in ("completed", "warning", "failed"))
     assert body["status"] in ("completed", "warning"), body["error"]
+    # Provenance: the cards of the models that counted; a warning always says why.
+    assert body["model_cards"]["detection"].startswith("plant_det@")
+    assert body["model_cards"]["segmentation"].startswith("container_seg@")
+    assert body["region_mode"] == "segment"
+    assert (body["status"] == "warning") == bool(body["doubts"] or body["warnings"])
+    assert all(doubt["check"] and doubt["message"] for doubt in body["doubts"])
     assert body["photo_id"] == accepted["photo_id"] and body["session_id"] == accepted["session_id"]
     assert body["task_id"] and body["correlation_id"] == "api-e2e-1"
     assert body["metadata"] == {"bench": "B-12", "notes": "north side"}
@@ -157,6 +163,28 @@ def test_bad_uploads_are_refused_and_leave_nothing(client: TestClient, name: str
     response = upload(client, data, name=name)
 
     assert_error(response, status, code)
+    assert stored_state() == before
+
+
+def test_a_panorama_is_refused_with_the_limit_and_its_setting(client: TestClient) -> None:
+    before = stored_state()
+
+    response = upload(client, panorama_jpeg(9600, 800), name="nine-benches.jpg")
+
+    assert_error(response, 422, "invalid_image")
+    message = response.json()["error"]["message"]
+    assert "9600x800" in message and "12.0:1" in message and "MAX_ASPECT_RATIO" in message
+    assert stored_state() == before
+
+
+@pytest.mark.parametrize("regions", ["not json", "[[0, 0, 10]]", "[[0, 0, 5000, 10]]", "[]"],
+                         ids=["not-json", "three-numbers", "outside-the-photo", "none"])
+def test_supplied_regions_that_cannot_be_counted_are_refused(client: TestClient, regions: str) -> None:
+    before = stored_state()
+
+    response = upload(client, png_bytes(), name="bench.png", data={"regions": regions})
+
+    assert_error(response, 422, "invalid_regions")
     assert stored_state() == before
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import Depends, File, Form, Path, Request, UploadFile
@@ -83,14 +84,40 @@ async def photo_upload(
     return Upload(data=data, filename=clean_filename(file.filename))
 
 
+MAX_SUPPLIED_REGIONS = 100
+
+
+def _supplied_regions(text: str) -> list[list[int]]:
+    """`regions` form field: a JSON list of [x1, y1, x2, y2] boxes in photo pixels."""
+    try:
+        boxes = json.loads(text)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_regions", "regions must be JSON: [[x1, y1, x2, y2], ...]") from exc
+    if (not isinstance(boxes, list) or not 0 < len(boxes) <= MAX_SUPPLIED_REGIONS
+            or not all(isinstance(b, list) and len(b) == 4 and all(isinstance(v, int) for v in b) for b in boxes)):
+        raise ApiError(422, "invalid_regions",
+                       f"regions must be 1 to {MAX_SUPPLIED_REGIONS} boxes of 4 whole numbers [x1, y1, x2, y2]")
+    return boxes
+
+
 def photo_metadata(
     bench: Annotated[str | None, Form(max_length=64, description="where the photo was taken")] = None,
     notes: Annotated[str | None, Form(max_length=1000)] = None,
-) -> dict[str, str]:
+    region_mode: Annotated[Literal["segment", "whole"] | None, Form(
+        description="segment: find the containers; whole: count the whole photo as one region "
+                    "(default: the REGION_MODE setting)")] = None,
+    regions: Annotated[str | None, Form(
+        max_length=10_000, description="the regions to count, JSON [[x1, y1, x2, y2], ...] in photo pixels "
+                                       "(a fixed bench camera); they replace segmentation",
+        examples=["[[0, 0, 1024, 768], [1024, 0, 2048, 768]]"])] = None,
+) -> dict[str, Any]:
     """The optional form fields stored with the photo."""
-    return {key: value for key, value in {"bench": bench, "notes": notes}.items() if value}
+    fields: dict[str, Any] = {"bench": bench, "notes": notes, "region_mode": region_mode}
+    if regions:
+        fields["regions"] = _supplied_regions(regions)
+    return {key: value for key, value in fields.items() if value}
 
 
 PhotoDep = Annotated[Photo, Depends(photo_or_404)]
 UploadDep = Annotated[Upload, Depends(photo_upload)]
-MetadataDep = Annotated[dict[str, str], Depends(photo_metadata)]
+MetadataDep = Annotated[dict[str, Any], Depends(photo_metadata)]

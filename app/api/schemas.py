@@ -62,6 +62,15 @@ class RegionOut(BaseModel):
     error: str | None
 
 
+class Doubt(BaseModel):
+    """One reason not to trust the count (the photo is then `warning`; its counts are still written)."""
+
+    check: str = Field(examples=["no_regions", "plant_size", "density", "overlap", "low_confidence", "not_green"])
+    message: str = Field(examples=["no containers found: nothing was counted, the photo may still hold plants"])
+    value: float | None = None
+    limit: float | None = None
+
+
 class Timings(BaseModel):
     created_at: datetime
     started_at: datetime | None
@@ -87,7 +96,12 @@ class PhotoStatus(BaseModel):
     progress: Progress
     regions: list[RegionOut]
     total_count: int | None
-    warnings: list[dict[str, Any]]
+    warnings: list[dict[str, Any]] = Field(description="regions that failed for good")
+    doubts: list[Doubt] = Field(description="why the count may be wrong; empty when every plausibility check passed")
+    model_cards: dict[str, str] = Field(description="provenance: the model card ids that produced the counts",
+                                        examples=[{"segmentation": "container_seg@6f1759de5e30",
+                                                   "detection": "plant_det@44ed19c8a5c8"}])
+    region_mode: str | None = Field(default=None, description="segment, whole or supplied")
     error: str | None
     timings: Timings
     annotated_url: str | None

@@ -7,6 +7,7 @@ from typing import Any
 
 from app.api.schemas import (
     DetectionOut,
+    Doubt,
     PhotoDetections,
     PhotoStatus,
     Progress,
@@ -55,6 +56,9 @@ def photo_status(photo: Photo, *, annotated_url: str | None, thumbnail_url: str 
         ],
         total_count=session.total_count,
         warnings=session.warnings or [],
+        doubts=[Doubt(**doubt) for doubt in session.doubts or []],
+        model_cards=session.model_cards or {},
+        region_mode=session.region_mode,
         error=session.error,
         timings=Timings(
             created_at=session.created_at,

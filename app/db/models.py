@@ -40,7 +40,7 @@ class SessionStatus(enum.StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
-    WARNING = "warning"  # some regions failed; the others were counted
+    WARNING = "warning"  # some regions failed (the others were counted), or the count is doubtful
     FAILED = "failed"
 
     @property
@@ -100,6 +100,11 @@ class ProcessingSession(Base):
     total_count: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Why the count may be wrong (app.ml.plausibility): [{"check", "message", "value", "limit"}].
+    doubts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    # Provenance: the model card ids that produced the counts, {"segmentation": id, "detection": id}.
+    model_cards: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
+    region_mode: Mapped[str | None] = mapped_column(String(16))  # segment | whole | supplied
     annotated_key: Mapped[str | None] = mapped_column(String(512))
     thumbnail_key: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

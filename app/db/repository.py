@@ -89,9 +89,11 @@ def mark_processing(db: Session, *, photo_id: int, task_id: str | None) -> Proce
     return session
 
 
-def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal]) -> list[Region]:
-    """Store the segmentation once; a redelivered parent finds and reuses the same rows."""
+def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal],
+                 region_mode: str = "segment") -> list[Region]:
+    """Store the regions once (and how they were found); a redelivered parent finds and reuses the same rows."""
     session = get_session(db, photo_id=photo_id, lock=True)
+    session.region_mode = region_mode
     existing = list(db.scalars(select(Region).where(Region.session_id == session.id).order_by(Region.region_index)))
     if existing:
         return existing
@@ -161,9 +163,13 @@ def movement_key(photo_id: int, region_index: int) -> str:
     return f"photo:{photo_id}:region:{region_index}"
 
 
-def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]]) -> ProcessingSession:
+def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]],
+                 doubts: list[dict[str, Any]] | None = None,
+                 model_cards: dict[str, str] | None = None) -> ProcessingSession:
     """Write detections, one stock batch and one stock movement per counted region, and the status.
 
+    `doubts` are the plausibility reasons ({"check", "message", ...}); any makes the session `warning`,
+    its counts still written. `model_cards` records which cards produced the counts.
     Call inside one transaction. A session that is already final is returned as it is,
     and the unique constraints stop a concurrent second writer at commit.
     """
@@ -185,12 +191,14 @@ def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]]) -
     session.total_count = total
     session.regions_done = len(results)
     session.warnings = failures
+    session.doubts = list(doubts or [])
+    session.model_cards = dict(model_cards or {})
     session.finished_at = utcnow()
     if failures and len(failures) == len(results):
         session.status = SessionStatus.FAILED
         session.error = "every region failed: " + "; ".join(f"#{f['region_index']}: {f['error']}" for f in failures)
     else:
-        session.status = SessionStatus.WARNING if failures else SessionStatus.COMPLETED
+        session.status = SessionStatus.WARNING if failures or session.doubts else SessionStatus.COMPLETED
     return session
 
 
@@ -242,7 +250,8 @@ def add_late_region(db: Session, *, photo_id: int, result: dict[str, Any]) -> Pr
     count = _write_region(db, session=session, region=region, result=result, photo_id=photo_id)
     session.total_count = (session.total_count or 0) + count
     session.warnings = [w for w in session.warnings or [] if int(w["region_index"]) != index]
-    session.status = SessionStatus.WARNING if session.warnings else SessionStatus.COMPLETED
+    # The doubts were judged on the other regions' plants; a late region does not lift them.
+    session.status = SessionStatus.WARNING if session.warnings or session.doubts else SessionStatus.COMPLETED
     session.error = None
     session.finished_at = utcnow()
     return session

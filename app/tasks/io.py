@@ -6,7 +6,7 @@ import io
 import math
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select
 
 from app import names
@@ -26,8 +26,9 @@ THUMBNAIL_SIDE = 512  # at most, in pixels
 
 
 def draw_annotations(image: Image.Image, regions: list[Region],
-                     boxes: Sequence[tuple[float, float, float, float]]) -> Image.Image:
-    """Regions with their counts, and a box per plant. Draws on `image` itself when it is RGB."""
+                     boxes: Sequence[tuple[float, float, float, float]], doubts: Sequence[str] = ()) -> Image.Image:
+    """Regions with their counts, a box per plant, and the plausibility doubts (if any) across the top.
+    Draws on `image` itself when it is RGB."""
     canvas = image if image.mode == "RGB" else image.convert("RGB")
     draw = ImageDraw.Draw(canvas)
     width = max(2, canvas.width // 600)
@@ -42,7 +43,24 @@ def draw_annotations(image: Image.Image, regions: list[Region],
         draw.text((region.x1 + 4, max(0, region.y1 - 14)), label, fill=colour)
     for box in boxes:
         draw.rectangle(box, outline=(255, 0, 60), width=1)
+    _draw_doubts(draw, canvas.width, doubts)
     return canvas
+
+
+DOUBT_BANNER = (150, 0, 0)  # dark red behind white text
+
+
+def _draw_doubts(draw: ImageDraw.ImageDraw, width: int, doubts: Sequence[str]) -> None:
+    """The plausibility reasons across the top of the picture, so the image never looks like a sure count."""
+    if not doubts:
+        return
+    size = max(12, width // 80)
+    font = ImageFont.load_default(size=size)
+    lines = ["COUNT DOUBTFUL - check it by eye:", *(f"- {doubt}" for doubt in doubts)]
+    line_height = int(size * 1.3)
+    draw.rectangle((0, 0, width, line_height * len(lines) + 8), fill=DOUBT_BANNER)
+    for row, line in enumerate(lines):
+        draw.text((6, 4 + row * line_height), line, fill=(255, 255, 255), font=font)
 
 
 def thumbnail(image: Image.Image) -> Image.Image:
@@ -71,8 +89,9 @@ def render_annotated(self: PipelineTask, photo_id: int) -> dict[str, str]:
             .where(Detection.region_id.in_([r.id for r in regions]))
         ).tuples().all() if regions else []
         key = photo.storage_key
+        doubts = [str(doubt["message"]) for doubt in session.doubts or []]
     original = open_rgb(storage.get(key))
-    annotated = draw_annotations(original, regions, boxes)
+    annotated = draw_annotations(original, regions, boxes, doubts)
     annotated_key = derived_key(key, "annotated", "jpg")
     thumbnail_key = derived_key(key, "thumbnail", "jpg")
     storage.put(annotated_key, _jpeg(annotated), "image/jpeg")

@@ -30,7 +30,14 @@ from app.api.views import coco_document, detections_view, photo_status
 from app.apikeys import Principal
 from app.db.models import Photo
 from app.db.session import db_session
-from app.errors import BrokerUnavailable, DatabaseUnavailable, InvalidImage, ObjectMissing, StorageUnavailable
+from app.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    InvalidImage,
+    InvalidRegion,
+    ObjectMissing,
+    StorageUnavailable,
+)
 from app.intake import (
     DuplicatePhoto,
     DuplicatePolicy,
@@ -101,6 +108,8 @@ async def upload_photo(
         return _replay(earlier, fingerprint, request, settings, response)
     except DuplicatePhoto as exc:
         raise ApiError(409, "duplicate_photo", str(exc)) from exc
+    except InvalidRegion as exc:
+        raise ApiError(422, "invalid_regions", str(exc)) from exc
     except InvalidImage as exc:
         raise ApiError(422, "invalid_image", str(exc)) from exc
     except BrokerUnavailable as exc:

@@ -38,6 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Demeter Pipeline",
         version="0.1.0",
         summary="Greenhouse bench photos in, plant counts and stock rows out.",
+        description="Every `/api/v1` route needs an API key (`demeter keys create`): press **Authorize** and "
+                    "paste it. See the README's \"HTTP API: keys, scopes, tenants\".",
+        swagger_ui_parameters={"persistAuthorization": True},  # the key survives a reload of /docs
     )
     api.state.settings = settings
     api.state.upload_limiter = UploadRateLimiter.from_settings(settings)

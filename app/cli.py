@@ -8,7 +8,12 @@
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
     demeter keys create|list|revoke          API keys for the HTTP API
-    demeter logs --correlation-id ID         follow one photo through JSON logs
+    demeter logs --correlation-id ID         one photo's log lines, readable, in time order
+    demeter config [--json]                  the effective settings, secrets masked
+
+A failure prints one line (`demeter: <kind>: <message>`) and exits with the code of
+its class (app/exits.py: 65 bad input, 69 service unreachable, 124 timeout, 70
+anything unexpected); `--debug` adds the traceback.
 
 Imports are lazy: `demo` must set up its environment before the settings are read.
 """
@@ -16,14 +21,19 @@ Imports are lazy: `demo` must set up its environment before the settings are rea
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
+
+from app import exits
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from app.runner import run_demo
 
-    return run_demo(photos=args.photos, as_json=args.json, seed=args.seed, timeout=args.timeout)
+    return run_demo(photos=args.photos, as_json=args.json, seed=args.seed, timeout=args.timeout, yes=args.yes)
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
@@ -35,8 +45,9 @@ def _cmd_process(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from app.ml.synthetic import write_dataset
 
-    annotations = write_dataset(Path(args.out), n=args.n, seed=args.seed, width=args.width, height=args.height)
-    print(f"wrote {args.n} photos and {annotations}")
+    out = Path(args.out).resolve()
+    annotations = write_dataset(out, n=args.n, seed=args.seed, width=args.width, height=args.height)
+    print(f"wrote {args.n} photos to {out / 'images'} and their plant boxes to {annotations}")
     return 0
 
 
@@ -74,78 +85,177 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     return follow(args.correlation_id, [Path(p) for p in args.files])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="demeter", description="Demeter Pipeline: plant counts from bench photos.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _cmd_config(args: argparse.Namespace) -> int:
+    from app.settings_view import print_settings
 
-    demo = sub.add_parser("demo", help="run the pipeline on generated photos (embedded, no servers)")
-    demo.add_argument("--photos", type=int, default=3)
-    demo.add_argument("--seed", type=int, default=9000, help="seeds >= 9000 are never used for training")
-    demo.add_argument("--timeout", type=float, default=900.0)
-    demo.add_argument("--json", action="store_true")
-    demo.set_defaults(func=_cmd_demo)
+    print_settings(as_json=args.json)
+    return 0
 
-    process = sub.add_parser("process", help="run the pipeline on your own photos")
-    process.add_argument("paths", nargs="+")
-    process.add_argument("--timeout", type=float, default=900.0)
-    process.add_argument("--json", action="store_true")
-    process.set_defaults(func=_cmd_process)
 
-    synth = sub.add_parser("synth", help="generate bench photos with known plant counts (COCO JSON)")
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--n", type=int, default=10)
-    synth.add_argument("--seed", type=int, default=9000)
-    synth.add_argument("--width", type=int, default=2048)
-    synth.add_argument("--height", type=int, default=1536)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("demeter-pipeline")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Appends '(default: X)' to an option's help when it has a default worth saying (not for plain flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's --help shows each option's default; subcommands inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand with its help as its description too."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                        help="give up waiting for the photos after this many seconds (exit 124)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document instead of the table, and no progress")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = _parser(sub, "demo", "run the pipeline on generated photos (embedded default: no servers needed)")
+    demo.add_argument("--photos", type=int, default=3, metavar="N", help="number of photos to generate")
+    demo.add_argument("--seed", type=int, default=9000,
+                      help="seed of the first photo; seeds >= 9000 are never used for training")
+    demo.add_argument("--yes", action="store_true",
+                      help="run even when DATABASE_URL, BROKER_URL or RESULT_BACKEND name real servers "
+                           "(the demo then writes its photos and stock rows there)")
+    _add_run_options(demo)
+    demo.set_defaults(func=_cmd_demo, shows_progress=True)
+
+
+def _add_process(sub: argparse._SubParsersAction) -> None:
+    process = _parser(sub, "process", "run the pipeline on your own photos; each run keeps its own folder")
+    process.add_argument("paths", nargs="+", metavar="PHOTO", help="JPEG or PNG files")
+    _add_run_options(process)
+    process.set_defaults(func=_cmd_process, shows_progress=True)
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    synth = _parser(sub, "synth", "generate bench photos with known plant counts (COCO JSON)")
+    synth.add_argument("--out", required=True, metavar="DIR", help="folder for images/ and annotations.json")
+    synth.add_argument("--n", type=int, default=10, help="number of photos")
+    synth.add_argument("--seed", type=int, default=9000, help="seed of the first photo (one seed per photo)")
+    synth.add_argument("--width", type=int, default=2048, help="photo width in pixels")
+    synth.add_argument("--height", type=int, default=1536, help="photo height in pixels")
     synth.set_defaults(func=_cmd_synth)
 
-    evaluate = sub.add_parser("eval", help="compare counts with ground truth on a generated set")
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--json", action="store_true")
-    evaluate.add_argument("--no-full-image", action="store_true", help="skip the unsliced comparison")
-    evaluate.set_defaults(func=_cmd_eval)
 
-    sub.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_cmd_migrate)
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    evaluate = _parser(sub, "eval", "compare counts with ground truth on a generated set (runs the models here)")
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="a folder written by `demeter synth`")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON document, and no progress")
+    evaluate.add_argument("--no-full-image", action="store_true",
+                          help="skip the unsliced (whole photo at once) comparison")
+    evaluate.set_defaults(func=_cmd_eval, shows_progress=True)
 
-    api = sub.add_parser("api", help="serve the HTTP API with uvicorn")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+
+def _add_api(sub: argparse._SubParsersAction) -> None:
+    api = _parser(sub, "api", "serve the HTTP API with uvicorn")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    api.add_argument("--port", type=int, default=8000, help="TCP port")
     api.set_defaults(func=_cmd_api)
 
-    dlq = sub.add_parser("dlq", help="the dead-letter queue")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dlq_list = dlq_sub.add_parser("list")
+
+def _add_dlq(sub: argparse._SubParsersAction) -> None:
+    dlq = _parser(sub, "dlq", "the dead-letter queue: tasks that failed for good")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="{list,show,replay,purge}")
+    dlq_list = _parser(dlq_sub, "list", "entries not yet replayed, oldest first")
     dlq_list.add_argument("--all", action="store_true", help="include replayed entries")
-    dlq_list.add_argument("--json", action="store_true")
-    dlq_sub.add_parser("show").add_argument("id", type=int)
-    replay = dlq_sub.add_parser("replay")
-    replay.add_argument("id", type=int, nargs="?")
-    replay.add_argument("--all", action="store_true")
-    replay.add_argument("--task", help="only entries of this task name")
-    purge = dlq_sub.add_parser("purge")
-    purge.add_argument("id", type=int, nargs="?")
-    purge.add_argument("--older-than", type=float, help="days")
+    dlq_list.add_argument("--json", action="store_true", help="print a JSON list")
+    _parser(dlq_sub, "show", "one entry with its arguments and traceback (JSON)").add_argument(
+        "id", type=int, help="dead letter id (from `dlq list`)")
+    replay = _parser(dlq_sub, "replay", "send the original task again (new task id, same correlation id)")
+    replay.add_argument("id", type=int, nargs="?", help="dead letter id")
+    replay.add_argument("--all", action="store_true", help="every entry not yet replayed")
+    replay.add_argument("--task", metavar="NAME", help="with --all: only entries of this task name")
+    purge = _parser(dlq_sub, "purge", "delete entries")
+    purge.add_argument("id", type=int, nargs="?", help="dead letter id")
+    purge.add_argument("--older-than", type=float, metavar="DAYS", help="every entry last failed before this")
     dlq.set_defaults(func=_cmd_dlq)
 
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
     from app.keys_cli import add_parser as add_keys_parser
 
     add_keys_parser(sub)
 
-    logs = sub.add_parser("logs", help="print the JSON log lines of one correlation id")
-    logs.add_argument("--correlation-id", required=True)
-    logs.add_argument("files", nargs="*", help="log files (default: standard input)")
+
+def _add_logs(sub: argparse._SubParsersAction) -> None:
+    logs = _parser(sub, "logs", "print one correlation id's lines from JSON logs as readable text, in time order "
+                                "(one line each: time, level, worker, task, event, fields)")
+    logs.add_argument("--correlation-id", required=True, metavar="ID", help="the X-Correlation-ID of a photo")
+    logs.add_argument("files", nargs="*", metavar="FILE", help="JSON log files; none or '-' reads standard input")
     logs.set_defaults(func=_cmd_logs)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    config = _parser(sub, "config", "print the effective settings (environment, .env, defaults), secrets masked")
+    config.add_argument("--json", action="store_true", help="print one JSON object")
+    config.set_defaults(func=_cmd_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="demeter", description="Demeter Pipeline: plant counts from bench photos.",
+        epilog="exit codes: 0 done, 1 not all photos completed, 2 usage or confirmation needed, 65 bad input, "
+               "69 service unreachable, 70 internal error, 124 timeout, 130 interrupted, 141 output closed")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_process(sub)
+    _add_synth(sub)
+    _add_eval(sub)
+    _parser(sub, "migrate", "bring the database to the newest schema (alembic upgrade head)").set_defaults(
+        func=_cmd_migrate)
+    _add_api(sub)
+    _add_dlq(sub)
+    _add_keys(sub)
+    _add_logs(sub)
+    _add_config(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from app.config import get_settings
-    from app.observability.logging import configure_logging
+    from app.observability.logging import configure_from_settings
 
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return int(args.func(args))
+    try:
+        configure_from_settings(quiet=getattr(args, "shows_progress", False))
+        return int(args.func(args))
+    except BrokenPipeError:  # the reader went away (`| head`): say nothing more on the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exits.BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("demeter: interrupted", file=sys.stderr)
+        return exits.INTERRUPTED
+    except Exception as exc:
+        error = exits.classify(exc)
+        if args.debug:
+            traceback.print_exc()
+        print(exits.one_line(error, args.debug), file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from app.ml.images import decode_rgb
 from app.ml.pipeline import PhotoAnalysis, analyse_photo
 from app.ml.registry import ModelRegistry
 from app.ml.synthetic import SyntheticContainer, load_ground_truth
+from app.progress import ProgressDisplay, Step
 
 MATCH_IOU = 0.5
 
@@ -98,17 +99,22 @@ def summarize(scores: list[PhotoScore]) -> dict[str, Any]:
     return summary
 
 
-def evaluate(data: Path, compare_full_image: bool = True, full_imgsz: int = 1280) -> dict[str, Any]:
+def evaluate(data: Path, compare_full_image: bool = True, full_imgsz: int = 1280,
+             progress: ProgressDisplay | None = None) -> dict[str, Any]:
     registry = ModelRegistry(get_settings())
     truth_by_name = load_ground_truth(data / "annotations.json")
-    scores = []
+    scores: list[PhotoScore] = []
     for name, truth in truth_by_name.items():
+        if progress is not None:
+            progress.update(Step(len(scores), len(truth_by_name)))
         image = decode_rgb((data / "images" / name).read_bytes())
         started = time.perf_counter()
         analysis = analyse_photo(image, registry)
         seconds = time.perf_counter() - started
         full = full_image_count(image, registry, full_imgsz) if compare_full_image else None
         scores.append(score_photo(name, truth, analysis, full, seconds))
+    if progress is not None:
+        progress.update(Step(len(scores), len(truth_by_name)))
     return summarize(scores)
 
 
@@ -126,7 +132,11 @@ def print_report(summary: dict[str, Any]) -> None:
 
 
 def main(data: Path, as_json: bool, compare_full_image: bool = True) -> int:
-    summary = evaluate(data, compare_full_image)
+    """Progress on stderr (none with --json), then the report on stdout."""
+    photos = len(load_ground_truth(data / "annotations.json"))
+    with ProgressDisplay("evaluating", photos, "photos", enabled=not as_json) as progress:
+        progress.note("loading the models")
+        summary = evaluate(data, compare_full_image, progress=progress)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -24,7 +24,7 @@ from app.db.models import DEFAULT_TENANT, Photo, utcnow
 from app.db.session import db_session
 from app.errors import BrokerUnavailable, PermanentError
 from app.ml.images import inspect_image
-from app.observability import correlation
+from app.observability import correlation, metrics
 from app.observability.logging import get_logger
 from app.records import validate_bbox
 from app.storage import get_storage, new_key
@@ -166,6 +166,7 @@ def submit_photo(
     except Exception as exc:
         _forget(photo_id, key)
         raise BrokerUnavailable(f"could not queue photo {photo_id}: {exc}") from exc
+    metrics.PHOTOS_SUBMITTED.inc()
     log.info("photo submitted", photo_id=photo_id, photo_uuid=photo_uuid, task_id=task_id, queue=queue,
              correlation_id=cid, duplicate_of=duplicate_of)
     return Submission(photo_id, photo_uuid, session_uuid, task_id, cid, queue, duplicate_of)

@@ -14,7 +14,7 @@ from app.api.correlation import CorrelationIdMiddleware
 from app.api.errors import install_error_handlers
 from app.api.limits import MULTIPART_OVERHEAD, BodySizeLimitMiddleware
 from app.api.ratelimit import UploadRateLimiter
-from app.api.routes import health, photos, stock
+from app.api.routes import health, metrics, photos, stock
 from app.config import Settings, get_settings
 
 # The API only publishes. Celery's Redis result backend retries its connection 20 times (19 s measured)
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},  # the key survives a reload of /docs
     )
     api.state.settings = settings
+    api.state.queue_metrics = metrics.queue_registry(settings.broker_url_resolved, settings.gpu_queues)
     api.state.upload_limiter = UploadRateLimiter.from_settings(settings)
     # Each upload is decoded once to validate it; this bounds how many photos are in memory at once.
     api.state.upload_slots = anyio.CapacityLimiter(settings.api_max_concurrent_uploads)
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(health.router)
     api.include_router(photos.router)
     api.include_router(stock.router)
+    api.include_router(metrics.router)
     return api
 
 

@@ -5,6 +5,7 @@ Imported by the cpu worker (workers/cpu.py); loads no model.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +18,7 @@ from app.db.models import ProcessingSession
 from app.db.session import db_session
 from app.ml.plausibility import RegionDetections, judge, limits_from
 from app.ml.registry import get_registry
+from app.observability import metrics
 from app.observability.logging import get_logger
 from app.records import decode_detections
 from app.tasks.base import FailsSessionTask, PipelineTask
@@ -26,6 +28,20 @@ log = get_logger(__name__)
 
 def _summary(session: ProcessingSession, photo_id: int, regions: int) -> dict[str, Any]:
     return {"photo_id": photo_id, "status": session.status, "total_count": session.total_count, "regions": regions}
+
+
+def _count_finished(summary: dict[str, Any], finished_at: datetime | None, created_at: datetime,
+                    since: datetime) -> None:
+    """Count the photo in the metrics when this delivery ended it (a redelivery finds it ended before `since`)."""
+    if finished_at is None or _aware(finished_at) < since:
+        return
+    metrics.photo_finished(summary["status"], summary["total_count"],
+                           (_aware(finished_at) - _aware(created_at)).total_seconds())
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _judge(db: Session, photo_id: int, results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -58,13 +74,21 @@ def _judge(db: Session, photo_id: int, results: list[dict[str, Any]]) -> tuple[l
 def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], photo_id: int) -> dict[str, Any]:
     """Write all counts of a photo, its plausibility doubts and provenance, in one transaction. Safe to run twice."""
     results = sorted(results or [], key=lambda r: int(r["region_index"]))
+    since = datetime.now(UTC)
     try:
         faults.inject("db.write_counts", str(photo_id))
-        with db_session() as db:
+        with metrics.stage("aggregation"), db_session() as db:
+            # Results are never dropped: a session failed meanwhile (stale, or given up on) is reopened.
+            reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id)
             doubts, cards = _judge(db, photo_id, results)
             session = repository.write_counts(db, photo_id=photo_id, results=results, doubts=doubts,
                                               model_cards=cards)
             summary = _summary(session, photo_id, len(results))
+            finished_at, created_at = session.finished_at, session.created_at
+        _count_finished(summary, finished_at, created_at, since)
+        if reopened is not None:
+            log.warning("results applied to a session that had failed; it is reopened and its dead letters "
+                        "marked done", previous_error=reopened[:500])
         if doubts:
             log.warning("photo count doubtful", doubts=[d["message"] for d in doubts], model_cards=cards)
     except IntegrityError:

@@ -17,11 +17,12 @@ from app.celery_app import app
 from app.db import repository
 from app.db.session import db_session
 from app.deadletter import record as deadletter
-from app.errors import TRANSIENT_ERRORS
+from app.errors import TRANSIENT_ERRORS, Outage
 from app.ml.images import decode_rgb
 from app.ml.pipeline import choose_regions, count_region, region_result
 from app.ml.plausibility import plant_like_count
 from app.ml.registry import get_registry
+from app.observability import metrics
 from app.observability.logging import get_logger
 from app.storage import get_storage
 from app.tasks.base import FailsSessionTask, PipelineTask
@@ -51,7 +52,9 @@ class PhotoCache:
         with db_session() as db:
             key = repository.get_photo(db, photo_id=photo_id).storage_key
         faults.inject("storage.get", key)
-        image = decode_rgb(get_storage().get(key))
+        data = get_storage().get(key)
+        with metrics.stage("decode"):
+            image = decode_rgb(data)
         log.info("photo loaded", photo_id=photo_id, width=image.shape[1], height=image.shape[0])
         return image
 
@@ -88,7 +91,9 @@ def _segment(photo_id: int) -> list[dict[str, Any]]:
     with db_session() as db:
         metadata = repository.get_photo(db, photo_id=photo_id).metadata_json or {}
     mode = metadata.get("region_mode") or registry.settings.region_mode
-    proposals, found_by = choose_regions(photo_cache.get(photo_id), registry, mode, metadata.get("regions"))
+    image = photo_cache.get(photo_id)
+    with metrics.stage("segmentation"):  # or the regions the upload supplied: then only checked
+        proposals, found_by = choose_regions(image, registry, mode, metadata.get("regions"))
     with db_session() as db:
         regions = repository.save_regions(db, photo_id=photo_id, proposals=proposals, region_mode=found_by)
         region_docs = [{"index": r.region_index, "bbox": list(r.bbox), "class_name": r.class_name} for r in regions]
@@ -105,7 +110,8 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
     try:
         faults.inject("ml.count_region", f"{photo_id}:{index}")
         image = photo_cache.get(photo_id)
-        detections = count_region(image, tuple(region["bbox"]), get_registry())
+        with metrics.stage("detection"):
+            detections = count_region(image, tuple(region["bbox"]), get_registry())
         result = region_result(index, detections, plant_like_count(image, detections.boxes))
         with db_session() as db:
             done, total = repository.record_region_progress(
@@ -116,14 +122,21 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
         log.info("region counted", region_index=index, count=result["count"], regions_done=done,
                  regions_total=total)
         return result
+    except Outage as exc:
+        self.wait_out(exc)  # raises Retry until the outage's deadline
+        return _region_failed(self, exc, region, photo_id)
     except TRANSIENT_ERRORS as exc:
-        if self.request.retries < self.max_retries:
-            raise self.retry(exc=exc, countdown=self.retry_countdown()) from exc
+        self.retry_own(exc)  # raises Retry until TASK_MAX_RETRIES
         return _region_failed(self, exc, region, photo_id)
     except Exception as exc:  # permanent, or a bug: either way the chord must still reach its callback
         return _region_failed(self, exc, region, photo_id)
 
 
 def _region_failed(task: PipelineTask, exc: BaseException, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
-    deadletter.record(task, exc, [region, photo_id], {})
+    """The region's result as failed; never raises, so a region that fails for good never breaks its chord
+    (recording the dead letter does not need the database: app/deadletter/record.py spools it)."""
+    try:
+        deadletter.record(task, exc, [region, photo_id], {})
+    except Exception as error:  # a bug in recording must not cost the photo its other regions
+        log.error("could not record the region's dead letter", region_index=region.get("index"), error=str(error))
     return {"region_index": int(region["index"]), "failed": True, "error": f"{type(exc).__name__}: {exc}"}

@@ -143,12 +143,14 @@ class Settings(BaseSettings):
     # Absolute URLs in answers (Location, status_url...) start with this, e.g. https://api.example.org;
     # empty: the request's own scheme and Host header (fine behind no proxy, or in tests).
     public_base_url: str = ""
-    # Server limits (uvicorn, `demeter api`): idle keep-alive connections are closed after this many
-    # seconds; a request whose headers exceed API_MAX_HEADER_BYTES is refused (400); past
+    # Server limits (uvicorn, `demeter api`, app/api/server.py): idle keep-alive connections are closed
+    # after this many seconds, and so is a connection whose request head takes longer than
+    # API_HEADER_TIMEOUT_SECONDS; a request whose headers exceed API_MAX_HEADER_BYTES is refused (400); past
     # API_LIMIT_CONCURRENCY connections and requests at once, new ones get 503; a request body must
     # arrive within API_BODY_TIMEOUT_SECONDS (408); at most API_MAX_CONCURRENT_UPLOADS uploads are
     # validated and stored at once per API process (each decodes its photo: ~3 bytes a pixel), others wait.
     api_timeout_keep_alive: int = 5
+    api_header_timeout_seconds: float = 10.0  # a request's head must arrive within this (else: closed)
     api_max_header_bytes: int = 64 * 1024
     api_limit_concurrency: int = 200
     api_body_timeout_seconds: float = 60.0

@@ -215,6 +215,7 @@ def test_docs_pages_load_only_local_assets_and_the_schema_documents_headers_and_
             assert path, (page, asset)
             served = http.get(path.group(1))
             assert served.status_code == 200 and len(served.content) > 10_000
+    assert "persistAuthorization" in http.get("/docs").text  # Authorize keeps the key over reloads
     spec = http.get("/openapi.json").json()
     upload = spec["paths"]["/api/v1/photos"]["post"]
     headers = {p["name"] for p in upload["parameters"] if p["in"] == "header"}

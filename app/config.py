@@ -109,10 +109,12 @@ class Settings(BaseSettings):
     cpu_max_tasks_per_child: int = 1000
     cpu_max_memory_per_child_kb: int = 1_000_000
     io_concurrency: int = 50
-    # CPU priority of the cpu and io workers, so that aggregation and image rendering never take cores
-    # from a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else
-    # wants (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
-    background_cpu_priority: CpuPriority = "idle"
+    # CPU priority of the cpu and io workers, so that aggregation and image rendering take few cores from
+    # a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else wants
+    # (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
+    # "low" by measurement (benchmarks/README.md): under "idle" a busy machine starves aggregation and a
+    # grower waits for the GPU backlog to drain before the first counts; nice 19 still yields to the GPU worker.
+    background_cpu_priority: CpuPriority = "low"
 
     # HTTP API.
     max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413

@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app.config import PROJECT_ROOT, get_settings
+from app.errors import PermanentError
 
 CONNECTION_VARIABLES = ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND")
 
 
 @dataclass
 class PhotoReport:
-    photo_id: int
+    photo_id: int  # 0: refused at upload (not stored)
     name: str
     status: str
     regions: int
@@ -134,12 +135,17 @@ def _run(photos: list[tuple[str, bytes, int | None]], as_json: bool, timeout: fl
     if not as_json:
         print(f"data dir: {data_dir}\nbroker:   {get_settings().broker_url_resolved}\n")
     with local_workers(data_dir):
-        submitted = []
+        submitted, refused = [], []
         for name, data, true_count in photos:
-            submission = submit_photo(data, filename=name)
+            try:
+                submission = submit_photo(data, filename=name)
+            except PermanentError as exc:  # not a photo we can count: one failed row, the others go on
+                error = f"{type(exc).__name__}: {exc}"
+                refused.append(PhotoReport(0, name, "failed", 0, None, true_count, None, error))
+                continue
             submitted.append((submission.photo_id, name, true_count))
         wait_for_sessions([photo_id for photo_id, _, _ in submitted], timeout)
-    return 0 if print_reports(collect_reports(submitted), as_json) else 1
+    return 0 if print_reports(collect_reports(submitted) + refused, as_json) else 1
 
 
 def run_demo(photos: int, as_json: bool, seed: int, timeout: float) -> int:

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
     visibility_timeout: int = 3600  # seconds; must exceed the longest task plus the longest retry countdown
+    result_expires_seconds: int = 3600  # task results (parent, aggregation) kept this long in the result backend
     # The longest a task is expected to run (seconds): not enforced, only checked against VISIBILITY_TIMEOUT.
     longest_task_seconds: int = 600
 

@@ -90,7 +90,10 @@ def _segment(photo_id: int) -> list[dict[str, Any]]:
     return region_docs
 
 
-@app.task(bind=True, base=PipelineTask, autoretry_for=(), name=names.CHILD_TASK)
+# ignore_result: a region's result (~7 KiB of detections) reaches the chord through the Redis backend's
+# chord list (`on_chord_part_return` runs whether or not the result is stored), which is deleted once the
+# callback has run; stored under its task id as well, it would stay RESULT_EXPIRES_SECONDS for nobody.
+@app.task(bind=True, base=PipelineTask, autoretry_for=(), ignore_result=True, name=names.CHILD_TASK)
 def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
     """Count the plants of one region. Fails soft: a region that fails for good is
     dead-lettered and reported as failed, so the chord's callback still runs."""

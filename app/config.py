@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
     visibility_timeout: int = 3600  # seconds; must exceed the longest task plus the longest retry countdown
+    result_expires_seconds: int = 3600  # task results (parent, aggregation) kept this long in the result backend
     # The longest a task is expected to run (seconds): not enforced, only checked against VISIBILITY_TIMEOUT.
     longest_task_seconds: int = 600
     db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
@@ -126,10 +127,12 @@ class Settings(BaseSettings):
     cpu_max_tasks_per_child: int = 1000
     cpu_max_memory_per_child_kb: int = 1_000_000
     io_concurrency: int = 50
-    # CPU priority of the cpu and io workers, so that aggregation and image rendering never take cores
-    # from a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else
-    # wants (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
-    background_cpu_priority: CpuPriority = "idle"
+    # CPU priority of the cpu and io workers, so that aggregation and image rendering take few cores from
+    # a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else wants
+    # (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
+    # "low" by measurement (benchmarks/README.md): under "idle" a busy machine starves aggregation and a
+    # grower waits for the GPU backlog to drain before the first counts; nice 19 still yields to the GPU worker.
+    background_cpu_priority: CpuPriority = "low"
 
     # Each worker serves Prometheus metrics on this port once ready (0: not served; the API has /metrics).
     metrics_port: int = 0

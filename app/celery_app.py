@@ -42,6 +42,7 @@ TASK_ROUTES: dict[str, dict[str, str | int]] = {
     names.AGGREGATE_TASK: {"queue": CPU_QUEUE},
     names.AGGREGATE_REGION_TASK: {"queue": CPU_QUEUE},
     names.SWEEP_TASK: {"queue": CPU_QUEUE},
+    names.RECONCILE_TASK: {"queue": CPU_QUEUE},
     names.DEAD_LETTER_REPORT_TASK: {"queue": CPU_QUEUE},
     names.CLEANUP_TASK: {"queue": CPU_QUEUE},
     names.RENDER_TASK: {"queue": IO_QUEUE},
@@ -71,6 +72,7 @@ def gpu_queues(settings: Settings) -> list[str]:
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "sweep-stale-sessions": {"task": names.SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
+        "reconcile-unfinished": {"task": names.RECONCILE_TASK, "schedule": settings.reconcile_interval_seconds},
         "dead-letter-report": {"task": names.DEAD_LETTER_REPORT_TASK, "schedule": 3600.0},
         "cleanup-temporary-files": {"task": names.CLEANUP_TASK, "schedule": crontab(0, 3)},
     }

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     broker_url: str = ""
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
-    visibility_timeout: int = 3600  # seconds; must exceed the longest task
+    visibility_timeout: int = 3600  # seconds; must exceed the longest task plus the longest retry countdown
+    # The longest a task is expected to run (seconds): not enforced, only checked against VISIBILITY_TIMEOUT.
+    longest_task_seconds: int = 600
     db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
 
     # Storage.
@@ -89,12 +91,29 @@ class Settings(BaseSettings):
     retry_backoff: int = 2  # seconds; delays are backoff * 2**n: 2 s, 4 s, 8 s
     retry_backoff_max: int = 600
     retry_jitter: bool = False
+    # Outages (database, photo store, broker away) are waited out, not counted against TASK_MAX_RETRIES:
+    # a task retries RETRY_BACKOFF * 2**n seconds apart, capped at OUTAGE_BACKOFF_MAX, until
+    # OUTAGE_DEADLINE_SECONDS after its first failure of the outage, and only then fails for good.
+    outage_deadline_seconds: int = 900
+    outage_backoff_max: int = 30
+    # The broker's `dead_letter` list (a live feed beside the table) keeps only this many newest copies.
+    dead_letter_queue_max_length: int = 10_000
     stale_session_seconds: int = 1800  # the sweeper fails sessions pending/processing longer than this
     sweep_interval_seconds: float = 300.0  # how often beat sends the stale-session sweeper
+    # The reconciler (beat, cpu worker) re-enqueues unfinished photos whose work is gone from the broker:
+    # it looks every RECONCILE_INTERVAL_SECONDS at sessions unchanged for RECONCILE_GRACE_SECONDS, and gives
+    # up on a photo (failed, dead-lettered) after RECONCILE_MAX_ATTEMPTS re-enqueues.
+    reconcile_interval_seconds: float = 60.0
+    reconcile_grace_seconds: int = 30
+    reconcile_max_attempts: int = 3
 
     # Workers.
     gpu_queues: int = 1
     gpu_index: int = 0  # which GPU queue (gpu_queue_<n>) this GPU worker consumes; set per worker
+    # A GPU worker holds its queue's lease while it runs (workers/handover.py): a second worker with the
+    # same GPU_INDEX waits for it, and a killed worker's successor waits at most this long before it
+    # requeues the dead worker's unacknowledged tasks.
+    gpu_lease_seconds: int = 15
     # The solo pool ignores Celery's child limits; workers.recycling enforces these (0 = no limit).
     # A photo is 1 + regions tasks, and a restart reloads the models (seconds), so the task limit is
     # high: the memory limits are the guard.
@@ -178,6 +197,21 @@ class Settings(BaseSettings):
             return self.rate_limit_storage_url
         broker = self.broker_url_resolved
         return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
+    @model_validator(mode="after")
+    def _no_setting_that_loses_or_doubles_work(self) -> Settings:
+        """Refuse, in every process at start-up, combinations that run a task twice or give up on live work."""
+        problems = settings_problems(self)
+        if problems:
+            raise ValueError("settings that would lose or double work: " + "; ".join(problems))
+        return self
+
+    @property
+    def longest_retry_countdown(self) -> int:
+        """The longest a retry waits in a worker (seconds): the last of TASK_MAX_RETRIES own retries, or an
+        outage retry (app/tasks/base.py)."""
+        own = min(self.retry_backoff * 2 ** max(0, self.task_max_retries - 1), self.retry_backoff_max)
+        outage = min(self.outage_backoff_max, self.outage_deadline_seconds)
+        return max(own if self.task_max_retries > 0 else 0, outage)
 
     @property
     def database_url_resolved(self) -> str:
@@ -202,6 +236,29 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return self.broker_url_resolved.startswith("filesystem://")
+
+
+def settings_problems(settings: Settings) -> list[str]:
+    """What is wrong with these settings' combination, one sentence per problem naming the variables."""
+    problems = []
+    # Redis gives an unacknowledged task to another worker after VISIBILITY_TIMEOUT. A task is unacknowledged
+    # while it runs and while its retry waits for its countdown in the worker (tasks are acknowledged late).
+    held = settings.longest_task_seconds + settings.longest_retry_countdown
+    if settings.visibility_timeout <= held:
+        problems.append(
+            f"VISIBILITY_TIMEOUT ({settings.visibility_timeout} s) must exceed LONGEST_TASK_SECONDS "
+            f"({settings.longest_task_seconds} s) plus the longest retry countdown ({settings.longest_retry_countdown}"
+            " s, from RETRY_BACKOFF, TASK_MAX_RETRIES, RETRY_BACKOFF_MAX and OUTAGE_BACKOFF_MAX), or a task runs twice")
+    # The sweeper fails a session unchanged this long when the broker cannot be scanned (the embedded
+    # filesystem broker): it must outlast a running task, or it fails photos that are being counted.
+    if settings.stale_session_seconds <= settings.longest_task_seconds:
+        problems.append(
+            f"STALE_SESSION_SECONDS ({settings.stale_session_seconds} s) must exceed LONGEST_TASK_SECONDS "
+            f"({settings.longest_task_seconds} s), or photos still being counted are failed")
+    if settings.gpu_lease_seconds < 3:
+        problems.append(f"GPU_LEASE_SECONDS ({settings.gpu_lease_seconds}) must be at least 3: it is renewed "
+                        "every third of it")
+    return problems
 
 
 @lru_cache

@@ -20,11 +20,16 @@ class PermanentError(PipelineError):
     """Never worth retrying: dead-letter it at once."""
 
 
-class StorageUnavailable(TransientError):
+class Outage(TransientError):
+    """A component the task needs is away (database, photo store, broker): waited out until
+    OUTAGE_DEADLINE_SECONDS, separately from the TASK_MAX_RETRIES a task gets for its own errors."""
+
+
+class StorageUnavailable(Outage):
     """The photo store could not be reached."""
 
 
-class DatabaseUnavailable(TransientError):
+class DatabaseUnavailable(Outage):
     """The database refused or dropped the connection."""
 
 
@@ -48,7 +53,7 @@ class ModelUnavailable(PermanentError):
     """The configured weights cannot be found or loaded."""
 
 
-class BrokerUnavailable(TransientError):
+class BrokerUnavailable(Outage):
     """The task queue could not be reached (nothing was queued)."""
 
 

@@ -21,6 +21,7 @@ CHILD_TASK = "app.tasks.ml.ml_child_task"
 AGGREGATE_TASK = "app.tasks.ml.aggregate_results"
 AGGREGATE_REGION_TASK = "app.tasks.ml.aggregate_region"
 SWEEP_TASK = "app.tasks.maintenance.sweep_stale_sessions"
+RECONCILE_TASK = "app.tasks.maintenance.reconcile_unfinished"
 DEAD_LETTER_REPORT_TASK = "app.tasks.maintenance.dead_letter_report"
 CLEANUP_TASK = "app.tasks.maintenance.cleanup_temporary_files"
 # io worker (app/tasks/io.py).

@@ -1,6 +1,7 @@
 """End-to-end throughput: HTTP API -> Celery -> PostgreSQL, against the same work in one process.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--photos 20] [--rounds 3] [--rss-photos 200] [--json]
+    .venv/bin/python benchmarks/bench_pipeline.py --latency idle,low,normal [--photos 20] [--json]
 
 Needs the local Redis and PostgreSQL (as the tests do). Starts the production entrypoints as
 subprocesses (a uvicorn API, one GPU solo worker, one CPU prefork worker with one process,
@@ -18,6 +19,10 @@ one io gevent worker), warms them, then measures in one run, in --rounds alterna
   PostgreSQL servers, this client) and of the in-process run: on a CPU-only machine, whatever
   runs beside the model takes cores from it.
 The overhead ratio is pipeline / in-process: 1.0 means queueing, chords and database cost nothing.
+
+With --latency, for each BACKGROUND_CPU_PRIORITY given (fresh services each), the photos are
+uploaded at once and the run reports, from the sessions' own timestamps: seconds from the first
+upload to the first photo completed, p50/p95 of upload-to-completed, and the last photo's.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REDIS = "redis://127.0.0.1:6379"
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")  # databases 2 and 3 are used
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 BENCH_DB = "demeter_bench"
 
@@ -241,6 +246,89 @@ def gpu_worker_rss_kb() -> int:
     return int(info["rss_kb"])
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation between the closest ranks."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def latencies(photo_ids: list[int]) -> dict[str, float]:
+    """From the database: seconds from the first upload to the first completion, and upload-to-completed
+    per photo (p50, p95, max), by the photos' `created_at` and their sessions' `finished_at`."""
+    from sqlalchemy import select
+
+    from app.db.models import Photo, ProcessingSession
+    from app.db.session import db_session
+
+    with db_session() as db:
+        rows = db.execute(select(Photo.created_at, ProcessingSession.finished_at)
+                          .join(ProcessingSession, ProcessingSession.photo_id == Photo.id)
+                          .where(Photo.id.in_(photo_ids))).all()
+    done = [(created, finished) for created, finished in rows if finished is not None]
+    first_upload = min(created for created, _ in done)
+    waits = [(finished - created).total_seconds() for created, finished in done]
+    return {
+        "first_completed_s": round(min((finished - first_upload).total_seconds() for _, finished in done), 2),
+        "p50_s": round(percentile(waits, 50), 2),
+        "p95_s": round(percentile(waits, 95), 2),
+        "last_completed_s": round(max((finished - first_upload).total_seconds() for _, finished in done), 2),
+    }
+
+
+def upload_all(port: int, photos: list[bytes]) -> list[int]:
+    """Upload every photo through the API at once (one after the other, no waiting); their database ids."""
+    import uuid
+
+    import httpx
+    from sqlalchemy import select
+
+    from app.db.models import Photo
+    from app.db.session import db_session
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        ids: list[uuid.UUID] = []
+        for index, data in enumerate(photos):
+            response = client.post("/api/v1/photos", files={"file": (f"bench-{index}.jpg", data, "image/jpeg")})
+            response.raise_for_status()
+            ids.append(uuid.UUID(response.json()["photo_id"]))
+    with db_session() as db:
+        return list(db.scalars(select(Photo.id).where(Photo.uuid.in_(ids))))
+
+
+def wait_counted(photo_ids: list[int], timeout: float = 1200) -> None:
+    from tests.utils.photos import wait_final
+
+    for photo_id in photo_ids:
+        if wait_final(photo_id, timeout=timeout).status != "completed":
+            raise RuntimeError(f"photo {photo_id} did not complete")
+
+
+def latency_run(priorities: list[str], n_photos: int) -> dict[str, Any]:
+    """Per BACKGROUND_CPU_PRIORITY: n photos uploaded at once through the API, then `latencies`."""
+    from tests.utils.photos import synthetic_jpeg
+
+    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
+    result: dict[str, Any] = {"photos": n_photos}
+    for priority in priorities:
+        data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-"))
+        env = {**configure_environment(data_dir), "BACKGROUND_CPU_PRIORITY": priority}
+        reset_services()
+        services = Services(env, data_dir)
+        services.start()
+        try:
+            upload_and_wait(services.port, photos[:2])  # warm: models loaded, connections open
+            ids = upload_all(services.port, photos)
+            wait_counted(ids)
+            result[priority] = latencies(ids)
+        finally:
+            services.stop()
+        print(f"{priority}: {result[priority]}", file=sys.stderr)
+    return result
+
+
 def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
     from tests.utils.photos import synthetic_jpeg
 
@@ -317,9 +405,14 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=20, help="photos per round")
     parser.add_argument("--rounds", type=int, default=3, help="pipeline and in-process runs, alternating")
     parser.add_argument("--rss-photos", type=int, default=0, help="also push this many photos and compare RSS")
+    parser.add_argument("--latency", default="", help="comma-separated CPU priorities (idle,low,normal): "
+                        "time to first completion and p50/p95 upload-to-completed for each")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.photos, args.rounds, args.rss_photos)
+    if args.latency:
+        result = latency_run(args.latency.split(","), args.photos)
+    else:
+        result = run(args.photos, args.rounds, args.rss_photos)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

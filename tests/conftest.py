@@ -36,6 +36,9 @@ os.environ.update(
         "STORAGE_BACKEND": "local",
         "LOG_FORMAT": "json",
         "VISIBILITY_TIMEOUT": "30",
+        # Consistent with it (app/config.py refuses a visibility timeout shorter than a task plus its retry wait).
+        "LONGEST_TASK_SECONDS": "20",
+        "OUTAGE_BACKOFF_MAX": "8",
     }
 )
 

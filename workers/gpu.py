@@ -4,7 +4,8 @@
 
 CUDA does not survive fork, so this worker never forks: `--pool=solo
 --concurrency=1`, consuming only `gpu_queue_<GPU_INDEX>`. Without a CUDA device it
-runs on the CPU and says so loudly.
+runs on the CPU and says so loudly. Before it consumes, it takes its queue's lease and
+requeues what a dead predecessor left unacknowledged (workers/handover.py).
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from celery.signals import worker_init
+import redis
+from celery.signals import worker_init, worker_shutdown
 
 from app.celery_app import app
 from app.config import get_settings
 from app.ml.registry import get_registry
 from app.names import gpu_queue
 from app.observability.logging import celery_banner_options, configure_from_settings, get_logger
+from workers.handover import QueueLease, requeue_predecessor_deliveries, stop_warmly
 from workers.metrics import install as install_metrics
 from workers.queues import import_tasks_for
 from workers.recycling import RecyclePolicy, install
 
 log = get_logger("workers.gpu")
+_lease: list[QueueLease] = []  # this process's GPU queue lease, once taken
 
 
 @worker_init.connect
@@ -38,6 +42,31 @@ def _load_models(**_: Any) -> None:
         log.critical("cannot load models; the GPU worker stops", error=str(exc))
         raise SystemExit(3) from exc
     log.info("models loaded and warmed up", device=registry.device)
+
+
+@worker_init.connect
+def _take_over_the_queue(**_: Any) -> None:
+    """Become the one consumer of this GPU's queue, then requeue what a dead predecessor held.
+
+    Connected after `_load_models`, so waiting for a dead predecessor's lease overlaps the model
+    loading. Redis brokers only: the embedded filesystem broker has no unacknowledged set.
+    """
+    settings = get_settings()
+    if not settings.broker_url_resolved.startswith(("redis://", "rediss://")):
+        return
+    queue = gpu_queue(settings.gpu_index)
+    lease = QueueLease(redis.Redis.from_url(settings.broker_url_resolved), queue, settings.gpu_lease_seconds)
+    lease.acquire()
+    _lease.append(lease)
+    lease.keep_alive(on_lost=stop_warmly)
+    requeue_predecessor_deliveries(app, queue)
+
+
+@worker_shutdown.connect
+def _release_the_queue(**_: Any) -> None:
+    """After a warm shutdown (nothing held any more), a successor may start at once."""
+    for lease in _lease:
+        lease.release()
 
 
 def argv(index: int, extra: list[str]) -> list[str]:

@@ -107,6 +107,8 @@ class ProcessingSession(Base):
     region_mode: Mapped[str | None] = mapped_column(String(16))  # segment | whole | supplied
     annotated_key: Mapped[str | None] = mapped_column(String(512))
     thumbnail_key: Mapped[str | None] = mapped_column(String(512))
+    # Times the reconciler re-enqueued this photo because its work was gone from the broker.
+    requeue_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

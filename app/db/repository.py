@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import io
 import uuid
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db.models import (
     DEFAULT_TENANT,
+    DeadLetter,
     Detection,
     Photo,
     ProcessingSession,
@@ -267,6 +268,42 @@ def reopen_session(db: Session, *, photo_id: int, status: SessionStatus) -> bool
         return False
     session.status, session.error, session.finished_at = status, None, None
     return True
+
+
+def reopen_for_late_results(db: Session, *, photo_id: int, task_id: str | None) -> str | None:
+    """Reopen a session that failed without writing stock, because its results have arrived after all
+    (it was failed as stale, or its work was given up on, while a worker still had it). Its dead letters
+    are marked done, so nobody replays them. Returns the error the session had, or None when there
+    was nothing to reopen.
+    """
+    session = get_session(db, photo_id=photo_id, lock=True)
+    if session.status != SessionStatus.FAILED:
+        return None
+    if db.scalar(select(func.count()).select_from(StockBatch).where(StockBatch.session_id == session.id)):
+        return None
+    previous = session.error or ""
+    session.status, session.error, session.finished_at = SessionStatus.PROCESSING, None, None
+    db.execute(
+        update(DeadLetter)
+        .where(DeadLetter.photo_id == photo_id, DeadLetter.replayed_at.is_(None))
+        .values(replayed_at=utcnow(), replay_task_id=task_id)
+        .execution_options(synchronize_session=False)
+    )
+    return previous
+
+
+def note_requeue(db: Session, *, photo_id: int, older_than: datetime,
+                 max_attempts: int) -> Literal["requeue", "give up", "skip"]:
+    """Decide about an unfinished photo whose work is gone from the broker: "requeue" (one more attempt
+    counted), "give up" (`max_attempts` used), or "skip" (it finished or moved on since it was seen)."""
+    session = get_session(db, photo_id=photo_id, lock=True)
+    updated = session.updated_at if session.updated_at.tzinfo else session.updated_at.replace(tzinfo=UTC)
+    if SessionStatus(session.status).is_final or updated >= older_than:
+        return "skip"
+    if session.requeue_attempts >= max_attempts:
+        return "give up"
+    session.requeue_attempts += 1
+    return "requeue"
 
 
 def fail_session(db: Session, *, photo_id: int, reason: str) -> bool:

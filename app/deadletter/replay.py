@@ -18,8 +18,12 @@ from app import names
 from app.db import repository
 from app.db.models import DeadLetter, SessionStatus, utcnow
 from app.db.session import db_session
+from app.deadletter.record import remove_copies
 from app.errors import ReplayRefused
 from app.observability import correlation
+from app.observability.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def replay(letter_id: int, celery: Celery) -> str:
@@ -62,14 +66,21 @@ def pending_ids(task_name: str | None = None) -> list[int]:
         return list(db.scalars(query))
 
 
-def purge(letter_id: int | None = None, older_than_days: float | None = None) -> int:
-    """Delete one dead letter, or those last failed more than N days ago."""
+def purge(letter_id: int | None = None, older_than_days: float | None = None, celery: Celery | None = None) -> int:
+    """Delete one dead letter, or those last failed more than N days ago, with their copies on the
+    broker's dead_letter list."""
+    if letter_id is not None:
+        condition = DeadLetter.id == letter_id
+    elif older_than_days is not None:
+        condition = DeadLetter.last_failed_at < utcnow() - timedelta(days=older_than_days)
+    else:
+        raise ReplayRefused("purge needs an id or --older-than")
     with db_session() as db:
-        query = delete(DeadLetter)
-        if letter_id is not None:
-            query = query.where(DeadLetter.id == letter_id)
-        elif older_than_days is not None:
-            query = query.where(DeadLetter.last_failed_at < utcnow() - timedelta(days=older_than_days))
-        else:
-            raise ReplayRefused("purge needs an id or --older-than")
-        return int(db.execute(query).rowcount or 0)  # type: ignore[attr-defined]
+        ids = set(db.scalars(select(DeadLetter.id).where(condition)))
+        db.execute(delete(DeadLetter).where(DeadLetter.id.in_(ids)))
+    if ids:
+        from app.celery_app import app as default_app
+
+        removed = remove_copies(celery or default_app, ids)
+        log.info("dead letters purged", purged=len(ids), broker_copies_removed=removed)
+    return len(ids)

@@ -78,12 +78,17 @@ def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], pho
     try:
         faults.inject("db.write_counts", str(photo_id))
         with metrics.stage("aggregation"), db_session() as db:
+            # Results are never dropped: a session failed meanwhile (stale, or given up on) is reopened.
+            reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id)
             doubts, cards = _judge(db, photo_id, results)
             session = repository.write_counts(db, photo_id=photo_id, results=results, doubts=doubts,
                                               model_cards=cards)
             summary = _summary(session, photo_id, len(results))
             finished_at, created_at = session.finished_at, session.created_at
         _count_finished(summary, finished_at, created_at, since)
+        if reopened is not None:
+            log.warning("results applied to a session that had failed; it is reopened and its dead letters "
+                        "marked done", previous_error=reopened[:500])
         if doubts:
             log.warning("photo count doubtful", doubts=[d["message"] for d in doubts], model_cards=cards)
     except IntegrityError:

@@ -17,7 +17,7 @@ from app.celery_app import app
 from app.db import repository
 from app.db.session import db_session
 from app.deadletter import record as deadletter
-from app.errors import TRANSIENT_ERRORS
+from app.errors import TRANSIENT_ERRORS, Outage
 from app.ml.images import decode_rgb
 from app.ml.pipeline import choose_regions, count_region, region_result
 from app.ml.plausibility import plant_like_count
@@ -122,14 +122,21 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
         log.info("region counted", region_index=index, count=result["count"], regions_done=done,
                  regions_total=total)
         return result
+    except Outage as exc:
+        self.wait_out(exc)  # raises Retry until the outage's deadline
+        return _region_failed(self, exc, region, photo_id)
     except TRANSIENT_ERRORS as exc:
-        if self.request.retries < self.max_retries:
-            raise self.retry(exc=exc, countdown=self.retry_countdown()) from exc
+        self.retry_own(exc)  # raises Retry until TASK_MAX_RETRIES
         return _region_failed(self, exc, region, photo_id)
     except Exception as exc:  # permanent, or a bug: either way the chord must still reach its callback
         return _region_failed(self, exc, region, photo_id)
 
 
 def _region_failed(task: PipelineTask, exc: BaseException, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
-    deadletter.record(task, exc, [region, photo_id], {})
+    """The region's result as failed; never raises, so a region that fails for good never breaks its chord
+    (recording the dead letter does not need the database: app/deadletter/record.py spools it)."""
+    try:
+        deadletter.record(task, exc, [region, photo_id], {})
+    except Exception as error:  # a bug in recording must not cost the photo its other regions
+        log.error("could not record the region's dead letter", region_index=region.get("index"), error=str(error))
     return {"region_index": int(region["index"]), "failed": True, "error": f"{type(exc).__name__}: {exc}"}

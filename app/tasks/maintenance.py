@@ -82,7 +82,8 @@ def reconcile_unfinished(self: HousekeepingTask, grace_seconds: int | None = Non
             correlation_id, attempts = session.correlation_id, session.requeue_attempts
             if decision == "give up":
                 reason = f"its work was lost {attempts} times (RECONCILE_MAX_ATTEMPTS)"
-                repository.fail_session(db, photo_id=photo_id, reason=reason)
+                if repository.fail_session(db, photo_id=photo_id, reason=reason):
+                    metrics.photo_finished("failed", None, None)
         if decision == "requeue":
             cid = correlation_id or f"photo-{photo_id}"
             task_id = enqueue(photo_id, cid, choose_gpu_queue(photo_id, app), app)

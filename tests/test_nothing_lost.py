@@ -361,3 +361,25 @@ def test_an_outage_past_its_deadline_is_dead_lettered_without_the_database_and_n
         assert assert_accounted_once(submission.photo_id).status == "completed"
     finally:
         proxy.close()
+
+
+def test_two_sweeps_at_once_fail_a_stuck_photo_once(isolated_broker: IsolatedBroker) -> None:
+    """Two sweeper runs in parallel (two cpu processes) over the same photo with no work left: one of them
+    fails it, with one dead letter; neither crashes."""
+    from app.storage import get_storage, new_key
+
+    isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=2"])
+    isolated_broker.wait_ready(["cpu"])
+    key = new_key("original", "jpg")
+    get_storage().put(key, synthetic_jpeg(9595, **SMALL), "image/jpeg")
+    with db_session() as db:
+        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
+                                           size_bytes=1, correlation_id="stuck-twice")
+        photo_id = photo.id  # never enqueued: no work anywhere
+
+    sweeps = [isolated_broker.send(names.SWEEP_TASK, "cpu", [0]) for _ in range(2)]
+    results = [sweep.get(timeout=120) for sweep in sweeps]
+
+    assert sorted(photo_id in result for result in results) == [False, True]
+    assert wait_final(photo_id).status == "failed"
+    assert [letter.exception_type for letter in _dead_letters([photo_id])] == ["StaleSession"]

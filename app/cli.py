@@ -66,16 +66,10 @@ def _cmd_migrate(_: argparse.Namespace) -> int:
 
 
 def _cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from app.api.server import serve
     from app.config import get_settings
 
-    settings = get_settings()
-    # h11 rather than httptools: only h11 bounds the size of a request's headers.
-    uvicorn.run("app.api.main:app", host=args.host, port=args.port, log_config=None, http="h11",
-                timeout_keep_alive=settings.api_timeout_keep_alive,
-                h11_max_incomplete_event_size=settings.api_max_header_bytes,
-                limit_concurrency=settings.api_limit_concurrency)
+    serve(get_settings(), args.host, args.port)
     return 0
 
 

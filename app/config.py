@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
     visibility_timeout: int = 3600  # seconds; must exceed the longest task plus the longest retry countdown
+    result_expires_seconds: int = 3600  # task results (parent, aggregation) kept this long in the result backend
     # The longest a task is expected to run (seconds): not enforced, only checked against VISIBILITY_TIMEOUT.
     longest_task_seconds: int = 600
     db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
@@ -126,10 +127,12 @@ class Settings(BaseSettings):
     cpu_max_tasks_per_child: int = 1000
     cpu_max_memory_per_child_kb: int = 1_000_000
     io_concurrency: int = 50
-    # CPU priority of the cpu and io workers, so that aggregation and image rendering never take cores
-    # from a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else
-    # wants (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
-    background_cpu_priority: CpuPriority = "idle"
+    # CPU priority of the cpu and io workers, so that aggregation and image rendering take few cores from
+    # a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else wants
+    # (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
+    # "low" by measurement (benchmarks/README.md): under "idle" a busy machine starves aggregation and a
+    # grower waits for the GPU backlog to drain before the first counts; nice 19 still yields to the GPU worker.
+    background_cpu_priority: CpuPriority = "low"
 
     # Each worker serves Prometheus metrics on this port once ready (0: not served; the API has /metrics).
     metrics_port: int = 0
@@ -143,12 +146,14 @@ class Settings(BaseSettings):
     # Absolute URLs in answers (Location, status_url...) start with this, e.g. https://api.example.org;
     # empty: the request's own scheme and Host header (fine behind no proxy, or in tests).
     public_base_url: str = ""
-    # Server limits (uvicorn, `demeter api`): idle keep-alive connections are closed after this many
-    # seconds; a request whose headers exceed API_MAX_HEADER_BYTES is refused (400); past
+    # Server limits (uvicorn, `demeter api`, app/api/server.py): idle keep-alive connections are closed
+    # after this many seconds, and so is a connection whose request head takes longer than
+    # API_HEADER_TIMEOUT_SECONDS; a request whose headers exceed API_MAX_HEADER_BYTES is refused (400); past
     # API_LIMIT_CONCURRENCY connections and requests at once, new ones get 503; a request body must
     # arrive within API_BODY_TIMEOUT_SECONDS (408); at most API_MAX_CONCURRENT_UPLOADS uploads are
     # validated and stored at once per API process (each decodes its photo: ~3 bytes a pixel), others wait.
     api_timeout_keep_alive: int = 5
+    api_header_timeout_seconds: float = 10.0  # a request's head must arrive within this (else: closed)
     api_max_header_bytes: int = 64 * 1024
     api_limit_concurrency: int = 200
     api_body_timeout_seconds: float = 60.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.apikeys import create_key, list_keys, revoke_key
+from app.db.apikeys import create_key, list_keys, revoke_key
 from app.db.models import ApiKey
 from app.db.session import db_session
 

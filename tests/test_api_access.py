@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from app.api.main import app
 from app.api.schemas import BatchPage, MovementPage
-from app.apikeys import digest, token_prefix
 from app.cli import main as cli
 from app.client import ApiError, DemeterClient
 from app.db import repository
+from app.db.apikeys import digest, token_prefix
 from app.db.models import ApiKey
 from app.db.session import db_session
 from app.records import RegionProposal, encode_detections
@@ -215,6 +215,7 @@ def test_docs_pages_load_only_local_assets_and_the_schema_documents_headers_and_
             assert path, (page, asset)
             served = http.get(path.group(1))
             assert served.status_code == 200 and len(served.content) > 10_000
+    assert "persistAuthorization" in http.get("/docs").text  # Authorize keeps the key over reloads
     spec = http.get("/openapi.json").json()
     upload = spec["paths"]["/api/v1/photos"]["post"]
     headers = {p["name"] for p in upload["parameters"] if p["in"] == "header"}

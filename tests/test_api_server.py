@@ -21,12 +21,14 @@ DEAD_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:1/nothing"  # nothing 
 @pytest.fixture(scope="module")
 def strict_api(data_dir: Path, database: str) -> Iterator[str]:
     with WorkerSet(data_dir / "logs") as processes:
-        yield start_api(processes, "api-strict", {"API_BODY_TIMEOUT_SECONDS": "2", "API_MAX_HEADER_BYTES": "16384"})
+        yield start_api(processes, "api-strict", {"API_BODY_TIMEOUT_SECONDS": "2", "API_MAX_HEADER_BYTES": "16384",
+                                                     "API_HEADER_TIMEOUT_SECONDS": "2"})
 
 
-def _raw(base_url: str, request: bytes, wait: float = 15.0) -> bytes:
-    """Send `request` as is; everything the server answers until it closes or `wait` seconds pass."""
+def _raw(base_url: str, request: bytes, wait: float = 15.0) -> tuple[bytes, bool]:
+    """Send `request` as is; what the server answers, and whether it closed the connection within `wait` s."""
     host, port = base_url.removeprefix("http://").split(":")
+    closed = False
     with socket.create_connection((host, int(port)), timeout=wait) as sock:
         with contextlib.suppress(OSError):  # the server may close while a huge request is still being sent
             sock.sendall(request)
@@ -34,9 +36,12 @@ def _raw(base_url: str, request: bytes, wait: float = 15.0) -> bytes:
         try:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
-        except (TimeoutError, ConnectionResetError):
+            closed = True
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
             pass
-    return b"".join(chunks)
+    return b"".join(chunks), closed
 
 
 def test_a_body_that_trickles_in_is_cut_off_with_408(strict_api: str) -> None:
@@ -45,17 +50,26 @@ def test_a_body_that_trickles_in_is_cut_off_with_408(strict_api: str) -> None:
             "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n").encode()
     started = time.monotonic()
 
-    answer = _raw(strict_api, head + b"--b\r\n", wait=30)
+    answer, _ = _raw(strict_api, head + b"--b\r\n", wait=30)
 
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"request_timeout"' in answer
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.parametrize("partial", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "half-head"])
+def test_a_client_that_never_finishes_its_request_head_is_disconnected(strict_api: str, partial: bytes) -> None:
+    # uvicorn alone kept both open past 40 s; API_HEADER_TIMEOUT_SECONDS=2 here.
+    answer, closed = _raw(strict_api, partial, wait=30)
+
+    assert closed and answer == b""
+    assert httpx.get(f"{strict_api}/healthz").status_code == 200
+
+
 def test_headers_over_the_limit_are_refused(strict_api: str) -> None:
     huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 1_000_000 + b"\r\n\r\n"
 
-    answer = _raw(strict_api, huge)
+    answer, _ = _raw(strict_api, huge)
 
     assert not answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
@@ -136,3 +150,26 @@ def test_twelve_concurrent_big_png_uploads_stay_under_the_memory_bound(data_dir:
     print(f"12 concurrent uploads of a {len(photo) // 1024} KiB 7000x6000 PNG: API RSS +{growth_mib:.0f} MiB")
     assert statuses == [202] * 12
     assert growth_mib < UPLOAD_MEMORY_BOUND_MIB
+
+
+@pytest.fixture(scope="module")
+def no_redis_api(data_dir: Path) -> Iterator[str]:
+    with WorkerSet(data_dir / "logs") as processes:
+        yield start_api(processes, "api-no-redis", {"BROKER_URL": "redis://127.0.0.1:1/0",
+                                                    "RESULT_BACKEND": "redis://127.0.0.1:1/1"})
+
+
+def test_an_upload_during_a_redis_outage_answers_503_after_two_quick_tries(no_redis_api: str) -> None:
+    from app.api.main import PUBLISH_RESULT_BACKEND_RETRIES, create_app
+    from app.celery_app import app as celery
+    from tests.utils.photos import blank_jpeg
+
+    create_app()
+    assert celery.conf.result_backend_transport_options["retry_policy"] == PUBLISH_RESULT_BACKEND_RETRIES
+    with httpx.Client(base_url=no_redis_api, headers=bearer(make_api_key()), timeout=120) as http:
+        started = time.monotonic()
+        response = http.post("/api/v1/photos", files={"file": ("a.jpg", blank_jpeg(64, 48))})
+        print(f"\nupload with Redis down: {response.status_code} after {time.monotonic() - started:.1f} s")
+
+    assert response.status_code == 503 and response.json()["error"]["code"] == "broker_unavailable"
+    assert response.headers["Retry-After"]

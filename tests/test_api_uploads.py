@@ -230,3 +230,13 @@ def test_uploads_past_the_per_key_rate_limit_get_429_with_retry_after(monkeypatc
     assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
     assert other.upload_photo(blank_jpeg(64, 48)).status == "pending"  # each key has its own window
     assert busy.get_photo(busy.list_photos().items[0].photo_id)  # reading is not limited
+
+
+def test_uploads_go_through_when_the_rate_limit_store_is_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPLOAD_RATE_LIMIT", "1/minute")
+    monkeypatch.setenv("RATE_LIMIT_STORAGE_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    client = DemeterClient(TestClient(create_app(Settings())), make_api_key("rate-store-down"))
+
+    accepted = [client.upload_photo(blank_jpeg(64, 48, (i, i, i))) for i in range(3)]
+
+    assert len({a.photo_id for a in accepted}) == 3  # over the limit, yet let through: the limit fails open

@@ -127,7 +127,8 @@ def test_photo_end_to_end_on_s3(s3_pipeline: tuple[str, S3Storage], api_key: str
             time.sleep(0.5)
         annotated = http.get(body["annotated_url"])
 
-    assert body["status"] == "completed"
+    # A bare bench: no container is found, so the count is doubtful; the photo still went through S3 whole.
+    assert body["status"] == "warning" and [d["check"] for d in body["doubts"]] == ["no_regions"]
     assert annotated.status_code == 200 and annotated.headers["content-type"] == "image/jpeg"
     s3 = boto3.client("s3", endpoint_url=storage.client.meta.endpoint_url, region_name="us-east-1")
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=storage.bucket)["Contents"]]

@@ -10,10 +10,10 @@ from fastapi import Depends, File, Form, Path, Request, UploadFile
 
 from app.api.errors import ApiError
 from app.api.limits import too_large
-from app.api.queries import find_photo
 from app.api.security import PhotosReader
 from app.api.uploads import Upload, UploadTooLarge, clean_filename, read_limited, sniff_content_type
 from app.config import Settings
+from app.db.listings import find_photo
 from app.db.models import Photo
 from app.db.session import db_session
 from app.observability import correlation

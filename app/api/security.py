@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.errors import ApiError
 from app.api.ratelimit import UploadRateLimiter
-from app.apikeys import Principal, Scope, authenticate
+from app.db.apikeys import Principal, Scope, authenticate
 from app.db.session import db_session
 
 bearer = HTTPBearer(

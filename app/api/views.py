@@ -96,8 +96,10 @@ def coco_document(view: PhotoDetections, filename: str | None) -> dict[str, Any]
     """One photo as a COCO object-detection document: plants as boxes of category 1 ("plant").
 
     Format: https://cocodataset.org/#format-data. `bbox` is [x, y, width, height] in pixels; `score`
-    is an extra field importers ignore or read as the prediction's score; `segmentation` is empty (boxes only).
-    `file_name` is the uploaded name (else the photo's UUID), which the importing tool matches with its images.
+    is an extra field importers ignore or read as the prediction's score. `segmentation` is present
+    and empty (boxes only): CVAT's importer (datumaro) requires the key and skips an empty one; Label
+    Studio's (label_studio_sdk.converter) adds a polygon only for a non-empty one. `file_name` is the
+    uploaded name (else the photo's UUID), which the importing tool matches with its images.
     """
     annotations: list[dict[str, Any]] = []
     for region in view.regions:

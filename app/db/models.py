@@ -211,7 +211,7 @@ class DeadLetter(Base):
 
 
 class ApiKey(Base):
-    """An API key: a bearer token of which only a SHA-256 digest is kept (see app/apikeys.py)."""
+    """An API key: a bearer token of which only a SHA-256 digest is kept (see app/db/apikeys.py)."""
 
     __tablename__ = "api_keys"
 

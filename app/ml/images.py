@@ -65,6 +65,19 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 _QUARTER_TURNS = {5, 6, 7, 8}
 
 
+# Every 8 x 8 block of a Huffman-coded JPEG costs at least one bit (its DC code; baseline adds an
+# end-of-block code): ITU T.81, F.1.2. libjpeg fills missing blocks with grey and only warns, so a
+# header that claims more pixels than the data can hold is caught by counting instead.
+MIN_JPEG_BITS_PER_BLOCK = 1
+
+
+def _check_jpeg_size(size_bytes: int, width: int, height: int) -> None:
+    blocks = ((width + 7) // 8) * ((height + 7) // 8)
+    if size_bytes * 8 < blocks * MIN_JPEG_BITS_PER_BLOCK:
+        raise InvalidImage(f"the JPEG claims {width} x {height} pixels but holds too few bytes for them "
+                           f"({size_bytes} bytes, at least {blocks * MIN_JPEG_BITS_PER_BLOCK // 8} needed)")
+
+
 def _check_aspect_ratio(width: int, height: int, max_aspect_ratio: float | None) -> None:
     if max_aspect_ratio is None:
         return
@@ -97,6 +110,7 @@ def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS, max_aspect_ratio: f
             if (block := check_png(data)) is not None:
                 exif.load(block)
         elif image.format in ("JPEG", "MPO"):
+            _check_jpeg_size(len(data), width, height)
             image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             image.load()
         else:

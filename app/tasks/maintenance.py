@@ -39,11 +39,11 @@ def sweep_stale_sessions(self: HousekeepingTask, max_age_seconds: int | None = N
     stale = sorted(gone if gone is not None else candidates)
     swept = []
     for photo_id in stale:
-        reason = f"stuck for more than {max_age} s with no task queued, reserved or running"
         with db_session() as db:
             session = repository.get_session(db, photo_id=photo_id, lock=True)
             if SessionStatus(session.status).is_final or _aware(session.updated_at) >= cutoff:
                 continue  # finished or moved on meanwhile; the row lock makes two sweeps agree on that
+            reason = f"stuck in {session.status} for more than {max_age} s with no task queued, reserved or running"
             if not repository.fail_session(db, photo_id=photo_id, reason=reason):
                 continue
             correlation_id = session.correlation_id

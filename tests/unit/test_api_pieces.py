@@ -8,11 +8,11 @@ from uuid import uuid4
 
 import pytest
 
-from app.api.pagination import InvalidCursor, decode_cursor, encode_cursor
 from app.api.schemas import DetectionOut, PhotoDetections, RegionDetections
 from app.api.uploads import request_fingerprint
 from app.api.views import coco_document
-from app.apikeys import Principal, check_scopes, check_tenant, digest, new_token, token_prefix
+from app.db.apikeys import Principal, check_scopes, check_tenant, digest, new_token, token_prefix
+from app.db.pagination import InvalidCursor, decode_cursor, encode_cursor
 
 
 def test_tokens_are_random_with_a_lookup_prefix_and_only_their_digest_is_kept() -> None:
@@ -75,3 +75,7 @@ def test_coco_boxes_are_x_y_width_height_with_unique_ids_over_regions() -> None:
     assert [a["id"] for a in coco["annotations"]] == [1, 2, 3, 4]
     assert coco["annotations"][0]["bbox"] == [1.0, 2.0, 3.5, 4.0] and coco["annotations"][0]["area"] == 14.0
     assert [a["attributes"]["region_index"] for a in coco["annotations"]] == [0, 0, 1, 1]
+    # What CVAT's (datumaro) and Label Studio's COCO importers read: every key there, boxes only.
+    for annotation in coco["annotations"]:
+        assert {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"} <= set(annotation)
+        assert annotation["segmentation"] == [] and annotation["iscrowd"] == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.apikeys import create_key
+from app.db.apikeys import create_key
 from app.db.session import db_session
 
 USER_SCOPES = ["photos:write", "photos:read", "stock:read"]

@@ -12,8 +12,6 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CorrelationIdDep, MetadataDep, PhotoDep, SettingsDep, UploadDep, public_url
 from app.api.errors import ApiError
-from app.api.pagination import MAX_PAGE, NO_NUL, InvalidCursor, encode_cursor
-from app.api.queries import PhotoFilters, find_by_idempotency_key, list_photos, photo_detections
 from app.api.schemas import (
     ErrorBody,
     PhotoAccepted,
@@ -27,8 +25,10 @@ from app.api.schemas import (
 from app.api.security import PhotosReader, Uploader
 from app.api.uploads import request_fingerprint
 from app.api.views import coco_document, detections_view, photo_status
-from app.apikeys import Principal
+from app.db.apikeys import Principal
+from app.db.listings import PhotoFilters, find_by_idempotency_key, list_photos, photo_detections
 from app.db.models import Photo
+from app.db.pagination import MAX_PAGE, NO_NUL, InvalidCursor, encode_cursor
 from app.db.session import db_session
 from app.errors import (
     BrokerUnavailable,

@@ -8,8 +8,6 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from app.api.errors import ApiError
-from app.api.pagination import MAX_PAGE, NO_NUL, InvalidCursor, encode_cursor
-from app.api.queries import StockFilters, list_batches, list_movements
 from app.api.schemas import (
     BatchPage,
     ErrorBody,
@@ -20,7 +18,9 @@ from app.api.schemas import (
     UtcDatetime,
 )
 from app.api.security import StockReader
-from app.apikeys import Principal
+from app.db.apikeys import Principal
+from app.db.listings import StockFilters, list_batches, list_movements
+from app.db.pagination import MAX_PAGE, NO_NUL, InvalidCursor, encode_cursor
 from app.db.session import db_session
 
 router = APIRouter(prefix="/api/v1/stock", tags=["stock"])

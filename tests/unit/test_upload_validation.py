@@ -1,4 +1,4 @@
-"""PNG validation in bounded memory: what a full decode would refuse, refused without decoding."""
+"""Upload validation in bounded memory: what a full decode would refuse, refused without decoding it whole."""
 
 from __future__ import annotations
 
@@ -93,3 +93,16 @@ def test_a_png_turned_by_its_exif_orientation_reports_the_turned_size() -> None:
     info = inspect_image(buffer.getvalue())
 
     assert (info.width, info.height) == (200, 300)
+
+
+def test_a_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_refused() -> None:
+    from tests.utils.photos import blank_jpeg
+
+    data = bytearray(blank_jpeg(64, 48))
+    sof = data.find(b"\xff\xc0")
+    assert struct.unpack(">HH", data[sof + 5:sof + 9]) == (48, 64)
+    data[sof + 5:sof + 9] = struct.pack(">HH", 6000, 8000)  # 48 megapixels claimed, 64 x 48 held
+
+    with pytest.raises(InvalidImage, match="too few bytes"):
+        inspect_image(bytes(data))
+    assert inspect_image(blank_jpeg(1024, 768)).width == 1024  # a real uniform photo passes

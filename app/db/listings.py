@@ -11,8 +11,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.api.pagination import before
 from app.db.models import Detection, Photo, ProcessingSession, Region, StockBatch, StockMovement
+from app.db.pagination import before
 
 
 def find_photo(db: Session, *, photo_uuid: UUID, tenant: str | None) -> Photo | None:

@@ -4,6 +4,7 @@
     demeter process PATH... [--json]         the same for your own photos
     demeter synth --out DIR --n N --seed S   generate bench photos with known counts
     demeter eval --data DIR [--json]         counts against ground truth
+    demeter train --data DIR [--quick]       fine-tune the plant detector on your labelled photos
     demeter migrate                          bring the database schema up to date
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
@@ -32,9 +33,10 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from app.ml.synthetic import write_dataset
+    from app.ml.synthetic import STYLES, write_dataset
 
-    annotations = write_dataset(Path(args.out), n=args.n, seed=args.seed, width=args.width, height=args.height)
+    annotations = write_dataset(Path(args.out), n=args.n, seed=args.seed, width=args.width, height=args.height,
+                                style=STYLES[args.style])
     print(f"wrote {args.n} photos and {annotations}")
     return 0
 
@@ -43,6 +45,37 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from app.evaluation import main as eval_main
 
     return eval_main(data=Path(args.data), as_json=args.json, compare_full_image=not args.no_full_image)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.ml.labels import LabelError
+    from app.ml.pipeline import slice_params
+    from app.ml.registry import select_device
+    from app.ml.training import TrainPlan, train
+
+    settings = get_settings()
+    device = select_device(settings.device)
+    quick = args.quick
+    slicing = slice_params(settings)
+    imgsz = args.imgsz or (160 if quick else settings.detection_imgsz)
+    plan = TrainPlan(
+        data=Path(args.data), out=Path(args.out or settings.trained_models_dir), name=args.name,
+        base_weights=Path(args.base or settings.detection_weights),
+        slicing=type(slicing)(**{**slicing.__dict__, "imgsz": imgsz}),
+        epochs=args.epochs or (1 if quick else 30), batch=args.batch, lr0=args.lr0,
+        device="0" if device.startswith("cuda") else device, val_fraction=args.val_fraction,
+        plant_side=args.plant_size, max_photos=args.max_photos or (4 if quick else None),
+        classes=args.classes.split(",") if args.classes else None, whole_photo=args.whole_photo,
+        export=not (args.no_export or quick), workers=0 if quick else args.workers,
+        seed=args.seed, work=settings.data_dir / "train-own")
+    try:
+        result = train(plan, settings)
+    except (LabelError, ValueError) as exc:
+        print(f"demeter train: {exc}", file=sys.stderr)
+        return 2
+    print(f"use it with: demeter models use {result.model_dir.name}")
+    return 0
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -95,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=9000)
     synth.add_argument("--width", type=int, default=2048)
     synth.add_argument("--height", type=int, default=1536)
+    synth.add_argument("--style", choices=("default", "perlite"), default="default",
+                       help="perlite: large strap-leaved plants, white grains, light cell walls, empty cells")
     synth.set_defaults(func=_cmd_synth)
 
     evaluate = sub.add_parser("eval", help="compare counts with ground truth on a generated set")
@@ -102,6 +137,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--no-full-image", action="store_true", help="skip the unsliced comparison")
     evaluate.set_defaults(func=_cmd_eval)
+
+    training = sub.add_parser("train", help="fine-tune the plant detector on your labelled photos")
+    training.add_argument("--data", required=True, help="labelled photos: a COCO JSON file or images/ + labels/")
+    training.add_argument("--quick", action="store_true", help="smoke run: 4 photos, 1 epoch, imgsz 160, no export")
+    training.add_argument("--epochs", type=int, help="default 30 (1 with --quick)")
+    training.add_argument("--out", help="parent of the new model directory (default TRAINED_MODELS_DIR)")
+    training.add_argument("--name", default="plants", help="model directory name before the timestamp")
+    training.add_argument("--base", help="weights to start from (default: the detector in use)")
+    training.add_argument("--imgsz", type=int, help="network input (default DETECTION_IMGSZ; 160 with --quick)")
+    training.add_argument("--batch", type=int, default=8)
+    training.add_argument("--lr0", type=float, default=0.002)
+    training.add_argument("--val-fraction", type=float, default=0.2, help="share of photos held out")
+    training.add_argument("--plant-size", type=float,
+                          help="side of a point label's box, px at a 2048 px long side (default: learned)")
+    training.add_argument("--classes", help="comma-separated classes to train (default: every labelled class)")
+    training.add_argument("--max-photos", type=int, help="use only the first N photos (by name)")
+    training.add_argument("--whole-photo", action="store_true",
+                          help="calibrate on whole photos instead of segmented containers")
+    training.add_argument("--no-export", action="store_true", help="skip the OpenVINO export")
+    training.add_argument("--workers", type=int, default=2, help="data loader processes")
+    training.add_argument("--seed", type=int, default=0)
+    training.set_defaults(func=_cmd_train)
 
     sub.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_cmd_migrate)
 

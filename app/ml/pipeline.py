@@ -7,6 +7,7 @@ the benchmarks, so both measure exactly the code that the workers run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from app.config import Settings
 from app.errors import InvalidRegion
 from app.ml.registry import ModelRegistry
 from app.ml.segmentation import segment_photo
-from app.ml.sliced import Detections, SliceParams, detect_in_region
+from app.ml.sliced import Detections, SliceParams, detect_in_region, detect_in_region_at
 from app.records import RegionProposal, encode_detections
 
 
@@ -61,17 +62,32 @@ def validate_bbox(bbox: list[int] | tuple[int, ...], width: int, height: int) ->
     return x1, y1, x2, y2
 
 
-def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry) -> Detections:
-    """Plants whose centre lies inside the region's box (detected on a slightly padded crop)."""
-    settings = registry.settings
-    height, width = image_rgb.shape[:2]
-    x1, y1, x2, y2 = validate_bbox(bbox, width, height)
-    search = padded_box((x1, y1, x2, y2), width, height, settings.region_padding)
-    found = detect_in_region(registry.tile_detector(), image_rgb, search, slice_params(settings))
+def _centres_inside(found: Detections, bbox: tuple[int, int, int, int]) -> Detections:
+    x1, y1, x2, y2 = bbox
     centres_x = (found.boxes[:, 0] + found.boxes[:, 2]) / 2
     centres_y = (found.boxes[:, 1] + found.boxes[:, 3]) / 2
     inside = (centres_x >= x1) & (centres_x < x2) & (centres_y >= y1) & (centres_y < y2)
     return Detections(found.boxes[inside], found.scores[inside])
+
+
+def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry) -> Detections:
+    """Plants whose centre lies inside the region's box (detected on a slightly padded crop)."""
+    settings = registry.settings
+    height, width = image_rgb.shape[:2]
+    box = validate_bbox(bbox, width, height)
+    search = padded_box(box, width, height, settings.region_padding)
+    return _centres_inside(detect_in_region(registry.tile_detector(), image_rgb, search, slice_params(settings)), box)
+
+
+def count_region_at(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry,
+                    thresholds: list[float]) -> list[Detections]:
+    """`count_region` at several confidence thresholds with one pass of the network (threshold calibration)."""
+    settings = registry.settings
+    height, width = image_rgb.shape[:2]
+    box = validate_bbox(bbox, width, height)
+    search = padded_box(box, width, height, settings.region_padding)
+    found = detect_in_region_at(registry.tile_detector(), image_rgb, search, slice_params(settings), thresholds)
+    return [_centres_inside(f, box) for f in found]
 
 
 def region_result(region_index: int, detections: Detections) -> dict[str, Any]:
@@ -107,3 +123,21 @@ def analyse_photo(image_rgb: np.ndarray, registry: ModelRegistry) -> PhotoAnalys
     """Segment, then count every region: the whole pipeline in this process."""
     regions = find_regions(image_rgb, registry)
     return PhotoAnalysis([RegionCount(r, count_region(image_rgb, r.bbox, registry)) for r in regions])
+
+
+def pipeline_counter(registry: ModelRegistry, whole_photo: bool = False) -> Callable[[np.ndarray, list[float]],
+                                                                                      list[np.ndarray]]:
+    """`(image, thresholds) -> (N, 4) plant boxes per threshold`, as the workers would count the photo.
+
+    Regions come from the container segmenter, or the whole photo is one region (`whole_photo`: photos of
+    one tray filling the frame, or containers the segmenter was never taught). For threshold calibration.
+    """
+
+    def count_at(image_rgb: np.ndarray, thresholds: list[float]) -> list[np.ndarray]:
+        height, width = image_rgb.shape[:2]
+        boxes = [(0, 0, width, height)] if whole_photo else [r.bbox for r in find_regions(image_rgb, registry)]
+        per_region = [count_region_at(image_rgb, box, registry, thresholds) for box in boxes]
+        return [np.concatenate([found[i].boxes for found in per_region]).reshape(-1, 4) if per_region
+                else np.zeros((0, 4), np.float32) for i in range(len(thresholds))]
+
+    return count_at

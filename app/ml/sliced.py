@@ -12,6 +12,7 @@ resized and padded on the device; on a CPU with OpenCV, as ultralytics does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -148,6 +149,28 @@ def tiles_on_cpu(crop: np.ndarray, windows: np.ndarray, box: Letterbox) -> torch
     return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
 
+def region_windows(photo_shape: tuple[int, int], bbox: tuple[int, int, int, int], params: SliceParams) -> np.ndarray:
+    """(K, 4) slice windows over `bbox` of a photo of `photo_shape` (H, W), in the box's own coordinates.
+
+    The one place that decides where slices fall: inference (`detect_in_region`) and the training
+    slices (`app.ml.training`) both call it, so a model is trained on plants at the scale it counts them.
+    """
+    height, width = photo_shape
+    x1, y1, x2, y2 = bbox
+    return slice_windows(x2 - x1, y2 - y1, params.slice_pixels(width, height), params.overlap)
+
+
+def letterboxed_tiles(crop: np.ndarray, windows: np.ndarray, imgsz: int, stride: int,
+                      rect: bool) -> tuple[np.ndarray, Letterbox]:
+    """(B, H, W, 3) uint8 network inputs for `windows` of an RGB crop, and where each tile landed in them.
+
+    The same resize and padding as the CPU inference path (`tiles_on_cpu`): training slices are cut by it.
+    """
+    tile_shape = (int(windows[0, 3] - windows[0, 1]), int(windows[0, 2] - windows[0, 0]))
+    box = Letterbox.plan(tile_shape, imgsz, stride, rect=rect)
+    return tiles_on_cpu(crop, windows, box).permute(0, 2, 3, 1).numpy(), box
+
+
 def tiles_on_device(crop: torch.Tensor, windows: np.ndarray, box: Letterbox) -> torch.Tensor:
     """The same on the GPU: the crop is uploaded once, tiles are cut, resized and padded there (float32)."""
     tiles = torch.stack([crop[y1:y2, x1:x2] for x1, y1, x2, y2 in windows.tolist()]).permute(0, 3, 1, 2).float()
@@ -268,18 +291,36 @@ def merge_detections(boxes: np.ndarray, scores: np.ndarray, params: SliceParams)
     return _merge_groups(boxes, scores, keep_to_merge, params.merge_metric, params.merge_threshold)
 
 
+def _region_boxes(
+    detector: TileDetector, image_rgb: np.ndarray, bbox: tuple[int, int, int, int], params: SliceParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every window's boxes above the confidence, in photo coordinates, before merging."""
+    x1, y1, x2, y2 = bbox
+    windows = region_windows(image_rgb.shape[:2], bbox, params)
+    boxes, scores = predict_windows(detector, image_rgb[y1:y2, x1:x2], windows, params)
+    # SAHI drops boxes that clipping left without area.
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep] + np.array([x1, y1, x1, y1], np.float64), scores[keep]
+
+
 def detect_in_region(
     detector: TileDetector, image_rgb: np.ndarray, bbox: tuple[int, int, int, int], params: SliceParams
 ) -> Detections:
     """Detect plants inside `bbox` of the photo; boxes in photo coordinates."""
-    height, width = image_rgb.shape[:2]
-    x1, y1, x2, y2 = bbox
-    windows = slice_windows(x2 - x1, y2 - y1, params.slice_pixels(width, height), params.overlap)
-    boxes, scores = predict_windows(detector, image_rgb[y1:y2, x1:x2], windows, params)
-    # SAHI drops boxes that clipping left without area.
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    boxes, scores = boxes[keep] + np.array([x1, y1, x1, y1], np.float64), scores[keep]
-    return merge_detections(boxes, scores, params)
+    return merge_detections(*_region_boxes(detector, image_rgb, bbox, params), params)
+
+
+def detect_in_region_at(
+    detector: TileDetector, image_rgb: np.ndarray, bbox: tuple[int, int, int, int], params: SliceParams,
+    thresholds: list[float],
+) -> list[Detections]:
+    """`detect_in_region` at each confidence threshold, with one pass of the network (at the lowest).
+
+    Exact: NMS inside a tile only lets a box be removed by a higher-scoring one, so the boxes it keeps
+    above a threshold t are the same whether it ran at t or lower; merging then runs per threshold.
+    """
+    boxes, scores = _region_boxes(detector, image_rgb, bbox, dataclasses.replace(params, confidence=min(thresholds)))
+    return [merge_detections(boxes[scores >= t], scores[scores >= t], params) for t in thresholds]
 
 
 def agreement(found: np.ndarray, reference: np.ndarray, iou_threshold: float = 0.5) -> tuple[float, float]:

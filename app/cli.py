@@ -3,8 +3,9 @@
     demeter demo [--photos N] [--json]       the whole pipeline on the embedded default
     demeter process PATH... [--json]         the same for your own photos
     demeter synth --out DIR --n N --seed S   generate bench photos with known counts
-    demeter eval --data DIR [--json]         counts against ground truth
+    demeter eval --data DIR [--json]         counts against ground truth (--labels/--counts: your photos)
     demeter train --data DIR [--quick]       fine-tune the plant detector on your labelled photos
+    demeter models list|show [NAME]|use NAME the plant detector the workers load
     demeter migrate                          bring the database schema up to date
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
@@ -42,9 +43,38 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from app.evaluation import main as eval_main
+    import json
 
-    return eval_main(data=Path(args.data), as_json=args.json, compare_full_image=not args.no_full_image)
+    from app.config import get_settings
+    from app.ml.catalog import UnknownModel, resolve_detection
+    from app.ml.labels import LabelError
+
+    try:
+        settings = resolve_detection(get_settings(), args.model)
+    except UnknownModel as exc:
+        print(f"demeter eval: {exc}", file=sys.stderr)
+        return 2
+    if not (args.labels or args.counts):
+        from app.evaluation import main as eval_main
+
+        return eval_main(data=Path(args.data), as_json=args.json, compare_full_image=not args.no_full_image,
+                         settings=settings)
+    from app import label_evaluation
+
+    try:
+        result = label_evaluation.evaluate_labels(Path(args.data), settings, Path(args.counts) if args.counts else None,
+                                                  whole_photo=args.whole_photo, plant_side=args.plant_size)
+        if args.write_card:
+            path = label_evaluation.write_threshold(settings, result, Path(args.data))
+            print(f"threshold {result.best.threshold} written to {path}", file=sys.stderr)
+    except (LabelError, ValueError) as exc:
+        print(f"demeter eval: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        label_evaluation.print_report(result)
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -75,6 +105,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"demeter train: {exc}", file=sys.stderr)
         return 2
     print(f"use it with: demeter models use {result.model_dir.name}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from app.config import get_settings
+    from app.ml import catalog
+
+    settings = get_settings()
+    try:
+        if args.models_command == "use":
+            entry = catalog.use_model(settings, args.name)
+            print(f"workers load {entry.name} ({entry.card.id}) when they next start or recycle")
+            if settings.detection_model:
+                print(f"note: DETECTION_MODEL={settings.detection_model} is set and wins over this choice")
+            return 0
+        if args.models_command == "show":
+            entry = catalog.find_model(settings, args.name or catalog.active_name(settings))
+            print(json.dumps(entry.card.document or entry.summary(), indent=2))
+            return 0
+    except catalog.UnknownModel as exc:
+        print(f"demeter models: {exc}", file=sys.stderr)
+        return 2
+    active = catalog.active_name(settings)
+    entries = [catalog.find_model(settings, catalog.SHIPPED), *catalog.trained_models(settings)]
+    if args.json:
+        print(json.dumps([{**e.summary(), "in_use": e.name == active} for e in entries], indent=2))
+        return 0
+    print(f"{'':2}{'name':<36} {'card':<48} {'threshold':>9} {'held-out MAPE':>13}")
+    for e in entries:
+        s = e.summary()
+        mape = "-" if s["held_out_count_mape"] is None else f"{s['held_out_count_mape']:.1%}"
+        threshold = "-" if s["confidence_threshold"] is None else f"{s['confidence_threshold']:.2f}"
+        print(f"{'*' if e.name == active else ' '} {e.name:<36} {e.card.id[:48]:<48} {threshold:>9} {mape:>13}")
     return 0
 
 
@@ -136,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--no-full-image", action="store_true", help="skip the unsliced comparison")
+    evaluate.add_argument("--labels", action="store_true",
+                          help="score plant counts against labels (YOLO/COCO boxes or points) at every threshold")
+    evaluate.add_argument("--counts", help="score against a `file_name,count` file instead (photos in --data)")
+    evaluate.add_argument("--model", help="a trained model's name, or `shipped` (default: the model in use)")
+    evaluate.add_argument("--whole-photo", action="store_true", help="count whole photos, not segmented containers")
+    evaluate.add_argument("--plant-size", type=float, help="side of a point label's box, px at a 2048 px long side")
+    evaluate.add_argument("--write-card", action="store_true",
+                          help="write the best threshold into the evaluated model's card (held-out photos only)")
     evaluate.set_defaults(func=_cmd_eval)
 
     training = sub.add_parser("train", help="fine-tune the plant detector on your labelled photos")
@@ -159,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--workers", type=int, default=2, help="data loader processes")
     training.add_argument("--seed", type=int, default=0)
     training.set_defaults(func=_cmd_train)
+
+    models = sub.add_parser("models", help="list, show and choose the plant detector the workers use")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list").add_argument("--json", action="store_true")
+    models_sub.add_parser("show").add_argument("name", nargs="?", help="default: the model in use")
+    models_sub.add_parser("use").add_argument("name", help="a trained model's directory name, or `shipped`")
+    models.set_defaults(func=_cmd_models)
 
     sub.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_cmd_migrate)
 

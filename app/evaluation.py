@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.ml.images import decode_rgb
 from app.ml.pipeline import PhotoAnalysis, analyse_photo
 from app.ml.registry import ModelRegistry
@@ -117,8 +117,9 @@ def summarize(scores: list[PhotoScore]) -> dict[str, Any]:
     return summary
 
 
-def evaluate(data: Path, compare_full_image: bool = True, full_imgsz: int = 1280) -> dict[str, Any]:
-    registry = ModelRegistry(get_settings())
+def evaluate(data: Path, compare_full_image: bool = True, full_imgsz: int = 1280,
+             settings: Settings | None = None) -> dict[str, Any]:
+    registry = ModelRegistry(settings or get_settings())
     truth_by_name = load_ground_truth(data / "annotations.json")
     scores = []
     for name, truth in truth_by_name.items():
@@ -144,8 +145,8 @@ def print_report(summary: dict[str, Any]) -> None:
         print(f"full-image (unsliced) detection: count MAPE {summary['full_image_count_mape']:.2%}")
 
 
-def main(data: Path, as_json: bool, compare_full_image: bool = True) -> int:
-    summary = evaluate(data, compare_full_image)
+def main(data: Path, as_json: bool, compare_full_image: bool = True, settings: Settings | None = None) -> int:
+    summary = evaluate(data, compare_full_image, settings=settings)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -91,13 +91,13 @@ def use_model(settings: Settings, name: str) -> ModelEntry:
     return entry
 
 
-def resolve_detection(settings: Settings) -> Settings:
-    """Settings with the chosen detector's weights, threshold, slicing and counted classes (see module doc).
+def resolve_detection(settings: Settings, name: str | None = None) -> Settings:
+    """Settings with the detector `name` (default: the one in use), its threshold, slicing and counted classes.
 
-    Raises UnknownModel when the chosen name does not exist: a worker must not silently count with
-    another model than the one asked for.
+    See the module doc for the order. Raises UnknownModel when the chosen name does not exist: a worker
+    must not silently count with another model than the one asked for.
     """
-    name = active_name(settings)
+    name = name or active_name(settings)
     if name == SHIPPED:
         return settings
     entry = find_model(settings, name)

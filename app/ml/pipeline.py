@@ -62,21 +62,26 @@ def validate_bbox(bbox: list[int] | tuple[int, ...], width: int, height: int) ->
     return x1, y1, x2, y2
 
 
-def _centres_inside(found: Detections, bbox: tuple[int, int, int, int]) -> Detections:
+def _counted_inside(found: Detections, bbox: tuple[int, int, int, int], counted: tuple[int, ...]) -> Detections:
+    """The boxes of counted classes (DETECTION_COUNT_CLASSES) whose centre lies inside `bbox`."""
     x1, y1, x2, y2 = bbox
     centres_x = (found.boxes[:, 0] + found.boxes[:, 2]) / 2
     centres_y = (found.boxes[:, 1] + found.boxes[:, 3]) / 2
     inside = (centres_x >= x1) & (centres_x < x2) & (centres_y >= y1) & (centres_y < y2)
-    return Detections(found.boxes[inside], found.scores[inside])
+    return found.take(inside & np.isin(found.classes, counted))
 
 
 def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry) -> Detections:
-    """Plants whose centre lies inside the region's box (detected on a slightly padded crop)."""
+    """Plants whose centre lies inside the region's box (detected on a slightly padded crop).
+
+    Only boxes of the counted classes are kept (a detector may also find e.g. empty cells).
+    """
     settings = registry.settings
     height, width = image_rgb.shape[:2]
     box = validate_bbox(bbox, width, height)
     search = padded_box(box, width, height, settings.region_padding)
-    return _centres_inside(detect_in_region(registry.tile_detector(), image_rgb, search, slice_params(settings)), box)
+    found = detect_in_region(registry.tile_detector(), image_rgb, search, slice_params(settings))
+    return _counted_inside(found, box, registry.counted_classes())
 
 
 def count_region_at(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry,
@@ -87,7 +92,8 @@ def count_region_at(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], regi
     box = validate_bbox(bbox, width, height)
     search = padded_box(box, width, height, settings.region_padding)
     found = detect_in_region_at(registry.tile_detector(), image_rgb, search, slice_params(settings), thresholds)
-    return [_centres_inside(f, box) for f in found]
+    counted = registry.counted_classes()
+    return [_counted_inside(f, box, counted) for f in found]
 
 
 def region_result(region_index: int, detections: Detections) -> dict[str, Any]:

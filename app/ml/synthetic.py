@@ -65,7 +65,7 @@ DEFAULT_STYLE = SyntheticStyle()
 # light cell walls and many empty cells (see models/README.md, "A second style").
 STYLES: dict[str, SyntheticStyle] = {
     "default": DEFAULT_STYLE,
-    "perlite": SyntheticStyle(name="perlite", plant_scale=1.7, leaves=(5, 8), leaf_width=0.45, soil_grains=12.0,
+    "perlite": SyntheticStyle(name="perlite", plant_scale=2.0, leaves=(6, 9), leaf_width=0.45, soil_grains=12.0,
                               cell_walls=3.0, empty_cells=0.35, segment_share=0.4),
 }
 

@@ -6,6 +6,7 @@
     demeter eval --data DIR [--json]         counts against ground truth (--labels/--counts: your photos)
     demeter train --data DIR [--quick]       fine-tune the plant detector on your labelled photos
     demeter models list|show [NAME]|use NAME the plant detector the workers load
+    demeter export-detections ID --format coco|yolo   a photo's plants as pre-annotations
     demeter migrate                          bring the database schema up to date
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
@@ -143,6 +144,37 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_detections(args: argparse.Namespace) -> int:
+    import json
+
+    from app.db.detections import photo_detections
+    from app.db.session import db_session
+    from app.errors import UnknownPhoto
+    from app.review import ReviewRegion, coco_detections, yolo_detections
+
+    try:
+        with db_session() as db:
+            found = photo_detections(db, photo_id=args.photo_id)
+            photo = found.photo
+            name = photo.original_filename or Path(photo.storage_key).name
+            regions = [ReviewRegion(r.class_name, (r.x1, r.y1, r.x2, r.y2), r.polygon, r.confidence)
+                       for r in found.regions] if args.regions else None
+            if args.format == "coco":
+                text = json.dumps(coco_detections(image_id=photo.id, file_name=name, width=photo.width,
+                                                  height=photo.height, plants=found.plants, regions=regions), indent=2)
+            else:
+                text = yolo_detections(width=photo.width, height=photo.height, plants=found.plants)
+    except UnknownPhoto as exc:
+        print(f"demeter export-detections: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text if text.endswith("\n") or not text else text + "\n")
+        print(f"{len(found.plants)} plants of {name} written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
+
+
 def _cmd_migrate(_: argparse.Namespace) -> int:
     from app.db.migrate import upgrade_database
 
@@ -239,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub.add_parser("show").add_argument("name", nargs="?", help="default: the model in use")
     models_sub.add_parser("use").add_argument("name", help="a trained model's directory name, or `shipped`")
     models.set_defaults(func=_cmd_models)
+
+    export = sub.add_parser("export-detections",
+                            help="a photo's plant boxes as COCO JSON or YOLO txt, for CVAT or Label Studio")
+    export.add_argument("photo_id", type=int)
+    export.add_argument("--format", choices=("coco", "yolo"), default="coco")
+    export.add_argument("--regions", action="store_true", help="COCO: also the regions (trays, beds) with outlines")
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.set_defaults(func=_cmd_export_detections)
 
     sub.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_cmd_migrate)
 

@@ -5,11 +5,11 @@ Runs the `demeter` commands a grower would run, in order, and collects their JSO
     demeter synth --style perlite --out DIR/train --n 10 --seed 2000            # 10 labelled photos
     demeter synth --style perlite --out DIR/heldout --n 20 --seed 9400          # 20 held-out photos
     demeter synth --out DIR/original --n 10 --seed 9000                         # the original style
-    demeter eval --labels --data DIR/heldout --model shipped --json             # before
     demeter train --data DIR/train --classes plant --epochs 10 --name perlite   # fine-tune
     demeter models use perlite-<timestamp>
     demeter eval --labels --data DIR/heldout --json                             # after, new style
     demeter eval --labels --data DIR/original --json                            # after, original style
+    demeter eval --labels --data DIR/heldout --model shipped --json             # the shipped detector
 
 with TRAINED_MODELS_DIR=DIR/models, so the repository's models/ is untouched. Figures go to
 DIR/report.json and models/README.md ("A second style").
@@ -64,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
              *size], env)
     demeter(["synth", "--out", str(out / "original"), "--n", str(n_orig), "--seed", "9000", *size], env)
     report: dict[str, Any] = {"photos": {"train": n_train, "heldout": n_held, "original": n_orig}}
-    report["shipped_on_perlite"] = json.loads(demeter(["eval", "--labels", "--data", str(out / "heldout"),
-                                                       "--model", "shipped", "--json"], env, capture=True))
     train = ["train", "--data", str(out / "train"), "--classes", "plant", "--name", "perlite"]
     train += ["--quick"] if args.smoke else ["--epochs", str(args.epochs)]
     before = set((out / "models").iterdir()) if (out / "models").is_dir() else set()
@@ -78,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     report["trained_on_original"] = json.loads(demeter(["eval", "--labels", "--data", str(out / "original"),
                                                         "--json"], env, capture=True))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    for key in ("shipped_on_perlite", "trained_on_perlite", "trained_on_original"):
+    # Last: the expected failure, measured once the figures that matter are in.
+    report["shipped_on_perlite"] = json.loads(demeter(["eval", "--labels", "--data", str(out / "heldout"),
+                                                       "--model", "shipped", "--json"], env, capture=True))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    for key in ("trained_on_perlite", "trained_on_original", "shipped_on_perlite"):
         s = report[key]["in_use"]
         print(f"{key}: threshold {s['threshold']} count MAPE {s['count_mape']:.2%} worst {s['worst_error']:.2%} "
               f"precision {s['precision']} recall {s['recall']} ({s['photos']} photos)")

@@ -80,12 +80,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from app.config import get_settings
+    from app.ml.catalog import UnknownModel, resolve_detection
     from app.ml.labels import LabelError
     from app.ml.pipeline import slice_params
     from app.ml.registry import select_device
     from app.ml.training import TrainPlan, train
 
-    settings = get_settings()
+    try:
+        settings = resolve_detection(get_settings())  # start from the detector in use, at its slicing
+    except UnknownModel as exc:
+        print(f"demeter train: {exc}", file=sys.stderr)
+        return 2
     device = select_device(settings.device)
     quick = args.quick
     slicing = slice_params(settings)

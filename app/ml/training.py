@@ -240,9 +240,23 @@ def _progress_callbacks(model: Any, epochs: int, threads: int, progress: Progres
         step = f"epoch {trainer.epoch + 1}/{epochs}" if trainer.epoch + 1 <= epochs else "best weights"
         progress(f"{step} ({time.perf_counter() - started:.0f} s): {text}")
 
-    started = time.perf_counter()
+    seen = [0]
 
+    def epoch_start(_trainer: Any) -> None:
+        seen[0] = 0
+
+    def batch_end(trainer: Any) -> None:
+        # A CPU epoch takes minutes: report a fifth of an epoch at a time.
+        seen[0] += 1
+        total = len(trainer.train_loader)
+        if seen[0] % max(1, total // 5) == 0 and seen[0] < total:
+            progress(f"epoch {trainer.epoch + 1}/{epochs}: batch {seen[0]}/{total} "
+                     f"({time.perf_counter() - started:.0f} s)")
+
+    started = time.perf_counter()
     model.add_callback("on_pretrain_routine_start", pretrain)
+    model.add_callback("on_train_epoch_start", epoch_start)
+    model.add_callback("on_train_batch_end", batch_end)
     model.add_callback("on_fit_epoch_end", epoch_end)
 
 

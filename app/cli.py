@@ -103,7 +103,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device="0" if device.startswith("cuda") else device, val_fraction=args.val_fraction,
         plant_side=args.plant_size, max_photos=args.max_photos or (4 if quick else None),
         classes=args.classes.split(",") if args.classes else None, whole_photo=args.whole_photo,
-        export=not (args.no_export or quick), workers=0 if quick else args.workers,
+        export=not (args.no_export or quick), workers=0 if quick else args.workers, empty_slices=args.empty_slices,
         seed=args.seed, work=settings.data_dir / "train-own")
     try:
         result = train(plan, settings)
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--max-photos", type=int, help="use only the first N photos (by name)")
     training.add_argument("--whole-photo", action="store_true",
                           help="calibrate on whole photos instead of segmented containers")
+    training.add_argument("--empty-slices", type=float, default=0.25,
+                          help="share of plant-free slices kept for training (default 0.25)")
     training.add_argument("--no-export", action="store_true", help="skip the OpenVINO export")
     training.add_argument("--workers", type=int, default=2, help="data loader processes")
     training.add_argument("--seed", type=int, default=0)

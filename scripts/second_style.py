@@ -43,6 +43,14 @@ def demeter(args: list[str], env: dict[str, str], capture: bool = False) -> str:
     return done.stdout or ""
 
 
+def synth(out: Path, n: int, seed: int, style: list[str], size: list[str], env: dict[str, str]) -> None:
+    """Render a set once; a set already rendered with the same photos is reused (rendering is deterministic)."""
+    coco = out / "annotations.json"
+    if coco.exists() and [i["seed"] for i in json.loads(coco.read_text())["images"]] == list(range(seed, seed + n)):
+        return
+    demeter(["synth", *style, "--out", str(out), "--n", str(n), "--seed", str(seed), *size], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "second-style")
@@ -58,11 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "TRAINED_MODELS_DIR": str(out / "models"), "LOG_LEVEL": "WARNING"}
     env.pop("DETECTION_MODEL", None)
 
-    demeter(["synth", "--style", "perlite", "--out", str(out / "train"), "--n", str(n_train), "--seed", "2000",
-             *size], env)
-    demeter(["synth", "--style", "perlite", "--out", str(out / "heldout"), "--n", str(n_held), "--seed", "9400",
-             *size], env)
-    demeter(["synth", "--out", str(out / "original"), "--n", str(n_orig), "--seed", "9000", *size], env)
+    synth(out / "train", n_train, 2000, ["--style", "perlite"], size, env)
+    synth(out / "heldout", n_held, 9400, ["--style", "perlite"], size, env)
+    synth(out / "original", n_orig, 9000, [], size, env)
     report: dict[str, Any] = {"photos": {"train": n_train, "heldout": n_held, "original": n_orig}}
     train = ["train", "--data", str(out / "train"), "--classes", "plant", "--name", "perlite"]
     train += ["--quick"] if args.smoke else ["--epochs", str(args.epochs)]

@@ -71,6 +71,7 @@ class TrainPlan:
     max_photos: int | None = None
     classes: list[str] | None = None  # train only these labelled classes (default: all)
     whole_photo: bool = False  # calibrate on the whole photo as one region instead of segmented containers
+    empty_slices: float = 0.25  # share of the slices without a labelled plant that are kept (bench, walls)
     export: bool = True
     workers: int = 2
     threads: int = 0  # torch threads while training; 0 = all cores
@@ -130,8 +131,14 @@ def tile_label_lines(boxes: np.ndarray, classes: np.ndarray, window: np.ndarray,
     return lines
 
 
-def write_slices(photos: list[LabelledPhoto], split: Path, params: SliceParams, progress: Progress) -> int:
-    """Write every slice of `photos` (JPEG q95) and its YOLO labels under split/images and split/labels."""
+def write_slices(photos: list[LabelledPhoto], split: Path, params: SliceParams, progress: Progress,
+                 empty_share: float = 1.0, seed: int = 0) -> int:
+    """Write the slices of `photos` (JPEG q95) and their YOLO labels under split/images and split/labels.
+
+    Slices with plants are all kept; of those without, a seeded `empty_share` (they teach the model what
+    is not a plant, but on a bench photo they are many and would take most of the training time).
+    """
+    rng = np.random.default_rng(seed)
     (split / "images").mkdir(parents=True, exist_ok=True)
     (split / "labels").mkdir(parents=True, exist_ok=True)
     import cv2
@@ -142,14 +149,18 @@ def write_slices(photos: list[LabelledPhoto], split: Path, params: SliceParams, 
         height, width = image.shape[:2]
         windows = region_windows((height, width), (0, 0, width, height), params)
         tiles, box = letterboxed_tiles(image, windows, params.imgsz, STRIDE, rect=False)
+        kept = 0
         for index, (window, tile) in enumerate(zip(windows, tiles, strict=True)):
+            lines = tile_label_lines(photo.boxes, photo.classes, window, box)
+            if not lines and rng.random() >= empty_share:
+                continue
             stem = f"{photo.image.stem}_{index:04d}"
             cv2.imwrite(str(split / "images" / f"{stem}.jpg"), cv2.cvtColor(tile, cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
-            lines = tile_label_lines(photo.boxes, photo.classes, window, box)
             (split / "labels" / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
-        written += len(windows)
-        progress(f"sliced {split.name} photo {number}/{len(photos)} {photo.name}: {len(windows)} slices")
+            kept += 1
+        written += kept
+        progress(f"sliced {split.name} photo {number}/{len(photos)} {photo.name}: {kept} of {len(windows)} slices")
     return written
 
 
@@ -337,8 +348,10 @@ def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progre
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     model_name = f"{plan.name}-{stamp}"
     work = plan.work / model_name
-    slices = {"train": write_slices(train_photos, work / "data" / "train", plan.slicing, progress),
-              "val": write_slices(held_out, work / "data" / "val", plan.slicing, progress)}
+    slices = {"train": write_slices(train_photos, work / "data" / "train", plan.slicing, progress,
+                                    plan.empty_slices, plan.seed),
+              "val": write_slices(held_out, work / "data" / "val", plan.slicing, progress, plan.empty_slices,
+                                  plan.seed)}
     best, val_metrics = run_trainer(plan, _data_yaml(work / "data", labels.classes), work / "run", progress)
 
     model_dir = plan.out / model_name
@@ -368,7 +381,8 @@ def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progre
             "photos": {"train": len(train_photos), "held_out": len(held_out),
                        "held_out_names": [p.name for p in held_out]},
             "labels": labels.labels, "point_labels": labels.point_labels, "point_box_side": round(side, 2),
-            "slices": slices, "epochs": plan.epochs, "batch": plan.batch, "lr0": plan.lr0, "device": plan.device,
+            "slices": slices, "empty_slices_kept": plan.empty_slices, "epochs": plan.epochs, "batch": plan.batch,
+            "lr0": plan.lr0, "device": plan.device,
             "minutes": round((time.perf_counter() - started) / 60, 2),
         },
         "detections": measure_plants(train_photos, counted),

@@ -14,6 +14,7 @@ Queues:
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from celery import Celery
@@ -132,10 +133,23 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def name_publisher(celery: Celery, name: str) -> None:
+    """Send this process's `task-sent` events as `name` instead of Celery's `gen<PID>@host`.
+
+    Flower labels its task metrics with the event's host name; with one value per process id, every
+    API or CLI process, every recycled prefork child and every restarted GPU worker would add label
+    values for ever. Workers call this with their node name (signals.py), everything else publishes as
+    `publisher@<host>`. Celery keeps the dispatcher it publishes these events with in
+    `app.amqp._event_dispatcher`; tests/test_metrics.py fails if that ever changes.
+    """
+    celery.amqp._event_dispatcher = celery.events.Dispatcher(enabled=False, hostname=name)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     celery = Celery("demeter")  # no task modules: each worker entrypoint imports its own
     celery.config_from_object(celery_config(settings))
+    name_publisher(celery, f"publisher@{socket.gethostname()}")
     return celery
 
 

@@ -10,7 +10,13 @@
     demeter migrate                          bring the database schema up to date
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
-    demeter logs --correlation-id ID         follow one photo through JSON logs
+    demeter keys create|list|revoke          API keys for the HTTP API
+    demeter logs --correlation-id ID         one photo's log lines, readable, in time order
+    demeter config [--json]                  the effective settings, secrets masked
+
+A failure prints one line (`demeter: <kind>: <message>`) and exits with the code of
+its class (app/exits.py: 65 bad input, 69 service unreachable, 124 timeout, 70
+anything unexpected); `--debug` adds the traceback.
 
 Imports are lazy: `demo` must set up its environment before the settings are read.
 """
@@ -18,14 +24,19 @@ Imports are lazy: `demo` must set up its environment before the settings are rea
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
+
+from app import exits
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from app.runner import run_demo
 
-    return run_demo(photos=args.photos, as_json=args.json, seed=args.seed, timeout=args.timeout)
+    return run_demo(photos=args.photos, as_json=args.json, seed=args.seed, timeout=args.timeout, yes=args.yes)
 
 
 def _cmd_process(args: argparse.Namespace) -> int:
@@ -37,9 +48,10 @@ def _cmd_process(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from app.ml.synthetic import STYLES, write_dataset
 
-    annotations = write_dataset(Path(args.out), n=args.n, seed=args.seed, width=args.width, height=args.height,
+    out = Path(args.out).resolve()
+    annotations = write_dataset(out, n=args.n, seed=args.seed, width=args.width, height=args.height,
                                 style=STYLES[args.style])
-    print(f"wrote {args.n} photos and {annotations}")
+    print(f"wrote {args.n} photos to {out / 'images'} and their plant boxes to {annotations}")
     return 0
 
 
@@ -191,7 +203,14 @@ def _cmd_migrate(_: argparse.Namespace) -> int:
 def _cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("app.api.main:app", host=args.host, port=args.port, log_config=None)
+    from app.config import get_settings
+
+    settings = get_settings()
+    # h11 rather than httptools: only h11 bounds the size of a request's headers.
+    uvicorn.run("app.api.main:app", host=args.host, port=args.port, log_config=None, http="h11",
+                timeout_keep_alive=settings.api_timeout_keep_alive,
+                h11_max_incomplete_event_size=settings.api_max_header_bytes,
+                limit_concurrency=settings.api_limit_concurrency)
     return 0
 
 
@@ -207,123 +226,240 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     return follow(args.correlation_id, [Path(p) for p in args.files])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="demeter", description="Demeter Pipeline: plant counts from bench photos.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _cmd_config(args: argparse.Namespace) -> int:
+    from app.settings_view import print_settings
 
-    demo = sub.add_parser("demo", help="run the pipeline on generated photos (embedded, no servers)")
-    demo.add_argument("--photos", type=int, default=3)
-    demo.add_argument("--seed", type=int, default=9000, help="seeds >= 9000 are never used for training")
-    demo.add_argument("--timeout", type=float, default=900.0)
-    demo.add_argument("--json", action="store_true")
-    demo.set_defaults(func=_cmd_demo)
+    print_settings(as_json=args.json)
+    return 0
 
-    process = sub.add_parser("process", help="run the pipeline on your own photos")
-    process.add_argument("paths", nargs="+")
-    process.add_argument("--timeout", type=float, default=900.0)
-    process.add_argument("--json", action="store_true")
-    process.set_defaults(func=_cmd_process)
 
-    synth = sub.add_parser("synth", help="generate bench photos with known plant counts (COCO JSON)")
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--n", type=int, default=10)
-    synth.add_argument("--seed", type=int, default=9000)
-    synth.add_argument("--width", type=int, default=2048)
-    synth.add_argument("--height", type=int, default=1536)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("demeter-pipeline")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Appends '(default: X)' to an option's help when it has a default worth saying (not for plain flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's --help shows each option's default; subcommands inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand with its help as its description too."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                        help="give up waiting for the photos after this many seconds (exit 124)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document instead of the table, and no progress")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = _parser(sub, "demo", "run the pipeline on generated photos (embedded default: no servers needed)")
+    demo.add_argument("--photos", type=int, default=3, metavar="N", help="number of photos to generate")
+    demo.add_argument("--seed", type=int, default=9000,
+                      help="seed of the first photo; seeds >= 9000 are never used for training")
+    demo.add_argument("--yes", action="store_true",
+                      help="run even when DATABASE_URL, BROKER_URL or RESULT_BACKEND name real servers "
+                           "(the demo then writes its photos and stock rows there)")
+    _add_run_options(demo)
+    demo.set_defaults(func=_cmd_demo, shows_progress=True)
+
+
+def _add_process(sub: argparse._SubParsersAction) -> None:
+    process = _parser(sub, "process", "run the pipeline on your own photos; each run keeps its own folder")
+    process.add_argument("paths", nargs="+", metavar="PHOTO", help="JPEG or PNG files")
+    _add_run_options(process)
+    process.set_defaults(func=_cmd_process, shows_progress=True)
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    synth = _parser(sub, "synth", "generate bench photos with known plant counts (COCO JSON)")
+    synth.add_argument("--out", required=True, metavar="DIR", help="folder for images/ and annotations.json")
+    synth.add_argument("--n", type=int, default=10, help="number of photos")
+    synth.add_argument("--seed", type=int, default=9000, help="seed of the first photo (one seed per photo)")
+    synth.add_argument("--width", type=int, default=2048, help="photo width in pixels")
+    synth.add_argument("--height", type=int, default=1536, help="photo height in pixels")
     synth.add_argument("--style", choices=("default", "perlite"), default="default",
-                       help="perlite: large strap-leaved plants, white grains, light cell walls, empty cells")
+                       help="perlite: large strap-leaved plants, white grains, light cell walls, labelled empty cells")
     synth.set_defaults(func=_cmd_synth)
 
-    evaluate = sub.add_parser("eval", help="compare counts with ground truth on a generated set")
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--json", action="store_true")
-    evaluate.add_argument("--no-full-image", action="store_true", help="skip the unsliced comparison")
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    evaluate = _parser(sub, "eval", "compare counts with ground truth on a generated set (runs the models here)")
+    evaluate.add_argument("--data", required=True, metavar="DIR", help="a folder written by `demeter synth`")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON document, and no progress")
+    evaluate.add_argument("--no-full-image", action="store_true",
+                          help="skip the unsliced (whole photo at once) comparison")
     evaluate.add_argument("--labels", action="store_true",
                           help="score plant counts against labels (YOLO/COCO boxes or points) at every threshold")
-    evaluate.add_argument("--counts", help="score against a `file_name,count` file instead (photos in --data)")
-    evaluate.add_argument("--model", help="a trained model's name, or `shipped` (default: the model in use)")
+    evaluate.add_argument("--counts", metavar="FILE",
+                          help="score against a `file_name,count` file instead (photos in --data)")
+    evaluate.add_argument("--model", metavar="NAME", help="a trained model's name, or `shipped` (the model in use)")
     evaluate.add_argument("--whole-photo", action="store_true", help="count whole photos, not segmented containers")
-    evaluate.add_argument("--plant-size", type=float, help="side of a point label's box, px at a 2048 px long side")
+    evaluate.add_argument("--plant-size", type=float, metavar="PX",
+                          help="side of a point label's box, px at a 2048 px long side")
     evaluate.add_argument("--write-card", action="store_true",
                           help="write the best threshold into the evaluated model's card (held-out photos only)")
-    evaluate.set_defaults(func=_cmd_eval)
+    evaluate.set_defaults(func=_cmd_eval, shows_progress=True)
 
-    training = sub.add_parser("train", help="fine-tune the plant detector on your labelled photos")
-    training.add_argument("--data", required=True, help="labelled photos: a COCO JSON file or images/ + labels/")
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    training = _parser(sub, "train", "fine-tune the plant detector on your labelled photos (runs here, offline)")
+    training.add_argument("--data", required=True, metavar="DIR",
+                          help="labelled photos: a COCO JSON file, or images/ with labels/*.txt (YOLO)")
     training.add_argument("--quick", action="store_true", help="smoke run: 4 photos, 1 epoch, imgsz 160, no export")
-    training.add_argument("--epochs", type=int, help="default 30 (1 with --quick)")
-    training.add_argument("--out", help="parent of the new model directory (default TRAINED_MODELS_DIR)")
+    training.add_argument("--epochs", type=int, help="passes over the slices (30; 1 with --quick)")
+    training.add_argument("--out", metavar="DIR", help="parent of the new model directory (TRAINED_MODELS_DIR)")
     training.add_argument("--name", default="plants", help="model directory name before the timestamp")
-    training.add_argument("--base", help="weights to start from (default: the detector in use)")
-    training.add_argument("--imgsz", type=int, help="network input (default DETECTION_IMGSZ; 160 with --quick)")
-    training.add_argument("--batch", type=int, default=8)
-    training.add_argument("--lr0", type=float, default=0.002)
+    training.add_argument("--base", metavar="WEIGHTS", help="weights to start from (the detector in use)")
+    training.add_argument("--imgsz", type=int, help="network input (DETECTION_IMGSZ; 160 with --quick)")
+    training.add_argument("--batch", type=int, default=8, help="slices per training step")
+    training.add_argument("--lr0", type=float, default=0.002, help="initial learning rate (AdamW)")
     training.add_argument("--val-fraction", type=float, default=0.2, help="share of photos held out")
-    training.add_argument("--plant-size", type=float,
-                          help="side of a point label's box, px at a 2048 px long side (default: learned)")
-    training.add_argument("--classes", help="comma-separated classes to train (default: every labelled class)")
-    training.add_argument("--max-photos", type=int, help="use only the first N photos (by name)")
+    training.add_argument("--plant-size", type=float, metavar="PX",
+                          help="side of a point label's box, px at a 2048 px long side (learned from box labels)")
+    training.add_argument("--classes", help="comma-separated classes to train (every labelled class)")
+    training.add_argument("--max-photos", type=int, metavar="N", help="use only the first N photos (by name)")
     training.add_argument("--whole-photo", action="store_true",
                           help="calibrate on whole photos instead of segmented containers")
-    training.add_argument("--empty-slices", type=float, default=0.25,
-                          help="share of plant-free slices kept for training (default 0.25)")
+    training.add_argument("--empty-slices", type=float, default=0.25, help="share of plant-free slices kept")
     training.add_argument("--no-export", action="store_true", help="skip the OpenVINO export")
     training.add_argument("--workers", type=int, default=2, help="data loader processes")
-    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--seed", type=int, default=0, help="photo split and slice sampling seed")
     training.set_defaults(func=_cmd_train)
 
-    models = sub.add_parser("models", help="list, show and choose the plant detector the workers use")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    models_sub.add_parser("list").add_argument("--json", action="store_true")
-    models_sub.add_parser("show").add_argument("name", nargs="?", help="default: the model in use")
-    models_sub.add_parser("use").add_argument("name", help="a trained model's directory name, or `shipped`")
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    models = _parser(sub, "models", "list, show and choose the plant detector the workers load")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="{list,show,use}")
+    _parser(models_sub, "list", "the shipped and the trained detectors; * marks the one in use").add_argument(
+        "--json", action="store_true", help="print a JSON list")
+    _parser(models_sub, "show", "a detector's model card (JSON)").add_argument(
+        "name", nargs="?", help="a trained model's name or `shipped` (the one in use)")
+    _parser(models_sub, "use", "the detector workers load at their next start").add_argument(
+        "name", help="a trained model's directory name, or `shipped`")
     models.set_defaults(func=_cmd_models)
 
-    export = sub.add_parser("export-detections",
-                            help="a photo's plant boxes as COCO JSON or YOLO txt, for CVAT or Label Studio")
-    export.add_argument("photo_id", type=int)
-    export.add_argument("--format", choices=("coco", "yolo"), default="coco")
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = _parser(sub, "export-detections", "a counted photo's plant boxes as COCO JSON or YOLO txt, "
+                                               "to load as pre-annotations in CVAT or Label Studio")
+    export.add_argument("photo_id", type=int, metavar="PHOTO_ID", help="the photo's id")
+    export.add_argument("--format", choices=("coco", "yolo"), default="coco", help="output format")
     export.add_argument("--regions", action="store_true", help="COCO: also the regions (trays, beds) with outlines")
-    export.add_argument("--out", help="file to write (default: standard output)")
+    export.add_argument("--out", metavar="FILE", help="file to write (standard output)")
     export.set_defaults(func=_cmd_export_detections)
 
-    sub.add_parser("migrate", help="alembic upgrade head").set_defaults(func=_cmd_migrate)
 
-    api = sub.add_parser("api", help="serve the HTTP API with uvicorn")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+def _add_api(sub: argparse._SubParsersAction) -> None:
+    api = _parser(sub, "api", "serve the HTTP API with uvicorn")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    api.add_argument("--port", type=int, default=8000, help="TCP port")
     api.set_defaults(func=_cmd_api)
 
-    dlq = sub.add_parser("dlq", help="the dead-letter queue")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dlq_list = dlq_sub.add_parser("list")
+
+def _add_dlq(sub: argparse._SubParsersAction) -> None:
+    dlq = _parser(sub, "dlq", "the dead-letter queue: tasks that failed for good")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="{list,show,replay,purge}")
+    dlq_list = _parser(dlq_sub, "list", "entries not yet replayed, oldest first")
     dlq_list.add_argument("--all", action="store_true", help="include replayed entries")
-    dlq_list.add_argument("--json", action="store_true")
-    dlq_sub.add_parser("show").add_argument("id", type=int)
-    replay = dlq_sub.add_parser("replay")
-    replay.add_argument("id", type=int, nargs="?")
-    replay.add_argument("--all", action="store_true")
-    replay.add_argument("--task", help="only entries of this task name")
-    purge = dlq_sub.add_parser("purge")
-    purge.add_argument("id", type=int, nargs="?")
-    purge.add_argument("--older-than", type=float, help="days")
+    dlq_list.add_argument("--json", action="store_true", help="print a JSON list")
+    _parser(dlq_sub, "show", "one entry with its arguments and traceback (JSON)").add_argument(
+        "id", type=int, help="dead letter id (from `dlq list`)")
+    replay = _parser(dlq_sub, "replay", "send the original task again (new task id, same correlation id)")
+    replay.add_argument("id", type=int, nargs="?", help="dead letter id")
+    replay.add_argument("--all", action="store_true", help="every entry not yet replayed")
+    replay.add_argument("--task", metavar="NAME", help="with --all: only entries of this task name")
+    purge = _parser(dlq_sub, "purge", "delete entries")
+    purge.add_argument("id", type=int, nargs="?", help="dead letter id")
+    purge.add_argument("--older-than", type=float, metavar="DAYS", help="every entry last failed before this")
     dlq.set_defaults(func=_cmd_dlq)
 
-    logs = sub.add_parser("logs", help="print the JSON log lines of one correlation id")
-    logs.add_argument("--correlation-id", required=True)
-    logs.add_argument("files", nargs="*", help="log files (default: standard input)")
+
+def _add_keys(sub: argparse._SubParsersAction) -> None:
+    from app.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
+
+
+def _add_logs(sub: argparse._SubParsersAction) -> None:
+    logs = _parser(sub, "logs", "print one correlation id's lines from JSON logs as readable text, in time order "
+                                "(one line each: time, level, worker, task, event, fields)")
+    logs.add_argument("--correlation-id", required=True, metavar="ID", help="the X-Correlation-ID of a photo")
+    logs.add_argument("files", nargs="*", metavar="FILE", help="JSON log files; none or '-' reads standard input")
     logs.set_defaults(func=_cmd_logs)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    config = _parser(sub, "config", "print the effective settings (environment, .env, defaults), secrets masked")
+    config.add_argument("--json", action="store_true", help="print one JSON object")
+    config.set_defaults(func=_cmd_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="demeter", description="Demeter Pipeline: plant counts from bench photos.",
+        epilog="exit codes: 0 done, 1 not all photos completed, 2 usage or confirmation needed, 65 bad input, "
+               "69 service unreachable, 70 internal error, 124 timeout, 130 interrupted, 141 output closed")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_process(sub)
+    _add_synth(sub)
+    _add_eval(sub)
+    _add_train(sub)
+    _add_models(sub)
+    _add_export(sub)
+    _parser(sub, "migrate", "bring the database to the newest schema (alembic upgrade head)").set_defaults(
+        func=_cmd_migrate)
+    _add_api(sub)
+    _add_dlq(sub)
+    _add_keys(sub)
+    _add_logs(sub)
+    _add_config(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from app.config import get_settings
-    from app.observability.logging import configure_logging
+    from app.observability.logging import configure_from_settings
 
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    return int(args.func(args))
+    try:
+        configure_from_settings(quiet=getattr(args, "shows_progress", False))
+        return int(args.func(args))
+    except BrokenPipeError:  # the reader went away (`| head`): say nothing more on the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exits.BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("demeter: interrupted", file=sys.stderr)
+        return exits.INTERRUPTED
+    except Exception as exc:
+        error = exits.classify(exc)
+        if args.debug:
+            traceback.print_exc()
+        print(exits.one_line(error, args.debug), file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

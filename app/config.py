@@ -17,7 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+DuplicateAction = Literal["refuse", "flag"]  # DUPLICATE_UPLOAD_ACTION; applied by app/intake.py
 CpuPriority = Literal["idle", "low", "normal"]  # BACKGROUND_CPU_PRIORITY; applied by workers/priority.py
+LogFormat = Literal["auto", "json", "console"]  # LOG_FORMAT; resolved by app/observability/logging.py
 
 
 class Settings(BaseSettings):
@@ -32,6 +34,7 @@ class Settings(BaseSettings):
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
     visibility_timeout: int = 3600  # seconds; must exceed the longest task
+    db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
 
     # Storage.
     storage_backend: Literal["local", "s3"] = "local"
@@ -72,8 +75,21 @@ class Settings(BaseSettings):
     merge_method: Literal["GREEDYNMM", "NMS"] = "GREEDYNMM"
     merge_metric: Literal["IOS", "IOU"] = "IOS"
     merge_threshold: float = 0.5
+    # Where plants are counted: "segment" finds containers (trays, beds) and counts each; "whole" counts the
+    # whole photo as one region (no containers, or containers the segmenter does not know). A photo uploaded
+    # with its own `region_mode` or `regions` (boxes, e.g. from a fixed bench camera) overrides this.
+    region_mode: Literal["segment", "whole"] = "segment"
     region_padding: float = 0.02  # fraction of the region's size added around its box before detection
     photo_cache_size: int = 2  # decoded photos kept per worker process
+
+    # Plausibility checks (app/ml/plausibility.py): a photo past any of these limits ends `warning`, its
+    # counts still written. Chosen from measurements on held-out synthetic and real photos (models/README.md).
+    plausibility_min_plants: int = 5  # fewer plants than this: the share checks below stay silent
+    plausibility_size_outliers: float = 0.2  # share of plants outside the card's 1st-99th percentile size
+    plausibility_density_factor: float = 2.0  # times beyond the card's 1st/99th percentile plants per area
+    plausibility_overlap: float = 0.1  # share of plants overlapping another more than training plants did
+    plausibility_low_confidence: float = 0.1  # share of plants within 0.15 of the confidence threshold
+    plausibility_not_green: float = 0.05  # share of plants whose centre is not leaf-coloured
 
     # Retries.
     task_max_retries: int = 3
@@ -85,6 +101,7 @@ class Settings(BaseSettings):
 
     # Workers.
     gpu_queues: int = 1
+    gpu_index: int = 0  # which GPU queue (gpu_queue_<n>) this GPU worker consumes; set per worker
     # The solo pool ignores Celery's child limits; workers.recycling enforces these (0 = no limit).
     # A photo is 1 + regions tasks, and a restart reloads the models (seconds), so the task limit is
     # high: the memory limits are the guard.
@@ -102,13 +119,43 @@ class Settings(BaseSettings):
     # wants (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
     background_cpu_priority: CpuPriority = "idle"
 
+    # Each worker serves Prometheus metrics on this port once ready (0: not served; the API has /metrics).
+    metrics_port: int = 0
+
     # HTTP API.
     max_upload_bytes: int = 20 * 1024 * 1024  # a larger upload is refused with 413
+    # Byte-identical photos uploaded again by the same tenant within this many seconds (0 = no check)
+    # are refused with 409 ("refuse") or taken in and marked with `duplicate_of` ("flag").
+    duplicate_upload_window_seconds: int = 0
+    duplicate_upload_action: DuplicateAction = "refuse"
+    # Absolute URLs in answers (Location, status_url...) start with this, e.g. https://api.example.org;
+    # empty: the request's own scheme and Host header (fine behind no proxy, or in tests).
+    public_base_url: str = ""
+    # Server limits (uvicorn, `demeter api`): idle keep-alive connections are closed after this many
+    # seconds; a request whose headers exceed API_MAX_HEADER_BYTES is refused (400); past
+    # API_LIMIT_CONCURRENCY connections and requests at once, new ones get 503; a request body must
+    # arrive within API_BODY_TIMEOUT_SECONDS (408); at most API_MAX_CONCURRENT_UPLOADS uploads are
+    # validated and stored at once per API process (each decodes its photo: ~3 bytes a pixel), others wait.
+    api_timeout_keep_alive: int = 5
+    api_max_header_bytes: int = 64 * 1024
+    api_limit_concurrency: int = 200
+    api_body_timeout_seconds: float = 60.0
+    api_max_concurrent_uploads: int = 4
+    # Uploads allowed per API key, in the `limits` notation ("60/minute", "1000/hour"); empty = no limit.
+    # Past it: 429 with Retry-After. Counters in RATE_LIMIT_STORAGE_URL (empty: the broker's Redis, or
+    # this process's memory with the embedded broker).
+    upload_rate_limit: str = ""
+    rate_limit_storage_url: str = ""
+    # Long side / short side above which an upload is refused with 422: container segmentation runs on the
+    # whole photo at SEGMENTATION_IMGSZ, so a 12:1 panorama becomes a strip a few dozen pixels high where it
+    # finds nothing. Phones write 4:3, 16:9 (1.8) and 21:9 (2.3); 3 leaves room for a cropped bench.
+    max_aspect_ratio: float = Field(default=3.0, ge=1.0)
 
     fault_plan_file: str | None = None  # resilience tests only; see app/faults.py
 
     log_level: str = "INFO"
-    log_format: Literal["json", "console"] = "json"  # "console" renders for humans only when stderr is a terminal
+    # "auto": console rendering when ENVIRONMENT=development and stderr is a terminal, JSON lines otherwise.
+    log_format: LogFormat = "auto"
 
     # Flower (python -m workers.flower): live workers and tasks, Prometheus /metrics.
     flower_port: int = 5555
@@ -122,6 +169,22 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.resolve()
+
+    @field_validator("upload_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        if value:
+            from limits import parse
+
+            parse(value)  # ValueError names the bad notation
+        return value
+
+    @property
+    def rate_limit_storage_url_resolved(self) -> str:
+        if self.rate_limit_storage_url:
+            return self.rate_limit_storage_url
+        broker = self.broker_url_resolved
+        return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
 
     @property
     def database_url_resolved(self) -> str:

@@ -17,37 +17,19 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings, get_settings
+from app.geometry import greedy_match
 from app.ml.images import decode_rgb
 from app.ml.pipeline import PhotoAnalysis, analyse_photo
 from app.ml.registry import ModelRegistry
 from app.ml.synthetic import SyntheticContainer, load_ground_truth
+from app.progress import ProgressDisplay, Step
 
 MATCH_IOU = 0.5
 
 
-def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def match_containers(predicted: list[tuple[float, ...]], truth: list[tuple[float, ...]]) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching by IoU (best pairs first); returns (predicted, truth) index pairs."""
-    pairs = sorted(
-        ((box_iou(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth)), reverse=True
-    )
-    used_p, used_t, matches = set(), set(), []
-    for iou, i, j in pairs:
-        if iou < MATCH_IOU:
-            break
-        if i not in used_p and j not in used_t:
-            used_p.add(i)
-            used_t.add(j)
-            matches.append((i, j))
-    return matches
+    """Greedy one-to-one matching by IoU >= MATCH_IOU (best pairs first); returns (predicted, truth) index pairs."""
+    return greedy_match(predicted, truth, MATCH_IOU)
 
 
 @dataclass
@@ -74,7 +56,7 @@ def full_image_count(image_rgb: np.ndarray, registry: ModelRegistry, imgsz: int)
     return 0 if result.boxes is None else len(result.boxes)
 
 
-def score_photo(name: str, image: np.ndarray, truth: list[SyntheticContainer], analysis: PhotoAnalysis,
+def score_photo(name: str, truth: list[SyntheticContainer], analysis: PhotoAnalysis,
                 full_count: int | None, seconds: float) -> PhotoScore:
     true_total = sum(c.count for c in truth)
     matches = match_containers([r.region.bbox for r in analysis.regions], [c.bbox for c in truth])
@@ -118,17 +100,21 @@ def summarize(scores: list[PhotoScore]) -> dict[str, Any]:
 
 
 def evaluate(data: Path, compare_full_image: bool = True, full_imgsz: int = 1280,
-             settings: Settings | None = None) -> dict[str, Any]:
+             progress: ProgressDisplay | None = None, settings: Settings | None = None) -> dict[str, Any]:
     registry = ModelRegistry(settings or get_settings())
     truth_by_name = load_ground_truth(data / "annotations.json")
-    scores = []
+    scores: list[PhotoScore] = []
     for name, truth in truth_by_name.items():
+        if progress is not None:
+            progress.update(Step(len(scores), len(truth_by_name)))
         image = decode_rgb((data / "images" / name).read_bytes())
         started = time.perf_counter()
         analysis = analyse_photo(image, registry)
         seconds = time.perf_counter() - started
         full = full_image_count(image, registry, full_imgsz) if compare_full_image else None
-        scores.append(score_photo(name, image, truth, analysis, full, seconds))
+        scores.append(score_photo(name, truth, analysis, full, seconds))
+    if progress is not None:
+        progress.update(Step(len(scores), len(truth_by_name)))
     return summarize(scores)
 
 
@@ -146,7 +132,11 @@ def print_report(summary: dict[str, Any]) -> None:
 
 
 def main(data: Path, as_json: bool, compare_full_image: bool = True, settings: Settings | None = None) -> int:
-    summary = evaluate(data, compare_full_image, settings=settings)
+    """Progress on stderr (none with --json), then the report on stdout."""
+    photos = len(load_ground_truth(data / "annotations.json"))
+    with ProgressDisplay("evaluating", photos, "photos", enabled=not as_json) as progress:
+        progress.note("loading the models")
+        summary = evaluate(data, compare_full_image, progress=progress, settings=settings)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

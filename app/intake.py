@@ -7,23 +7,53 @@ the stored file again, so a broker outage leaves no half-created session.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app import names
+from app.config import DuplicateAction, Settings, get_settings
 from app.db import repository
-from app.db.models import Photo
+from app.db.models import DEFAULT_TENANT, Photo, utcnow
 from app.db.session import db_session
-from app.errors import BrokerUnavailable
+from app.errors import BrokerUnavailable, PermanentError
 from app.ml.images import inspect_image
-from app.observability import correlation
+from app.observability import correlation, metrics
 from app.observability.logging import get_logger
+from app.records import validate_bbox
 from app.storage import get_storage, new_key
 
 log = get_logger(__name__)
+
+
+class IdempotencyKeyTaken(PermanentError):
+    """Another upload of this tenant already holds this idempotency key (a concurrent twin)."""
+
+
+class DuplicatePhoto(PermanentError):
+    """The same bytes were uploaded by this tenant within DUPLICATE_UPLOAD_WINDOW_SECONDS."""
+
+    def __init__(self, existing_uuid: str) -> None:
+        super().__init__(f"the same photo was uploaded recently as {existing_uuid}")
+        self.existing_uuid = existing_uuid
+
+
+@dataclass(frozen=True)
+class DuplicatePolicy:
+    """What to do with a byte-identical photo of the same tenant within `window_seconds` (0: nothing)."""
+
+    window_seconds: int = 0
+    action: DuplicateAction = "refuse"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DuplicatePolicy:
+        return cls(settings.duplicate_upload_window_seconds, settings.duplicate_upload_action)
 
 
 @dataclass(frozen=True)
@@ -34,6 +64,7 @@ class Submission:
     task_id: str
     correlation_id: str
     queue: str
+    duplicate_of: str | None = None
 
 
 class GpuQueuePicker:
@@ -86,13 +117,29 @@ def submit_photo(
     correlation_id: str | None = None,
     metadata: dict[str, Any] | None = None,
     celery: Celery | None = None,
+    tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    request_sha256: str | None = None,
+    duplicates: DuplicatePolicy | None = None,
 ) -> Submission:
-    """Validate (raises InvalidImage), store, record and enqueue one photo.
+    """Validate (raises InvalidImage), store, record and enqueue one photo of `tenant`.
 
-    `celery` is the app to publish with (default: the service's own).
+    `celery` is the app to publish with (default: the service's own). `idempotency_key` is
+    stored with `request_sha256` (the request's fingerprint); a second photo of the tenant with
+    the same key raises IdempotencyKeyTaken and keeps nothing. A byte-identical photo of the
+    tenant within the policy's window raises DuplicatePhoto, or is taken in and flagged
+    (`duplicate_of`), as the policy says (default: DUPLICATE_UPLOAD_* from the settings).
     """
-    info = inspect_image(data)
+    settings = get_settings()
+    policy = duplicates or DuplicatePolicy.from_settings(settings)
+    info = inspect_image(data, max_aspect_ratio=settings.max_aspect_ratio)
+    for box in (metadata or {}).get("regions") or []:
+        validate_bbox(box, info.width, info.height)
     cid = correlation.sanitize(correlation_id or correlation.correlation_id.get())
+    content_sha256 = hashlib.sha256(data).hexdigest()
+    duplicate_of = find_recent_duplicate(tenant, content_sha256, policy.window_seconds)
+    if duplicate_of is not None and policy.action == "refuse":
+        raise DuplicatePhoto(duplicate_of)
     key = new_key("original", info.extension)
     storage = get_storage()
     storage.put(key, data, info.content_type)
@@ -101,8 +148,15 @@ def submit_photo(
             photo, session = repository.create_photo(
                 db, storage_key=key, content_type=info.content_type, width=info.width, height=info.height,
                 size_bytes=len(data), original_filename=filename, correlation_id=cid, metadata=metadata,
+                tenant=tenant, idempotency_key=idempotency_key, request_sha256=request_sha256,
+                content_sha256=content_sha256, duplicate_of=duplicate_of,
             )
             photo_id, photo_uuid, session_uuid = photo.id, str(photo.uuid), str(session.uuid)
+    except IntegrityError as exc:
+        storage.delete(key)
+        if idempotency_key is not None:
+            raise IdempotencyKeyTaken(f"idempotency key {idempotency_key!r} is taken") from exc
+        raise
     except Exception:
         storage.delete(key)
         raise
@@ -112,8 +166,25 @@ def submit_photo(
     except Exception as exc:
         _forget(photo_id, key)
         raise BrokerUnavailable(f"could not queue photo {photo_id}: {exc}") from exc
-    log.info("photo submitted", photo_id=photo_id, task_id=task_id, queue=queue, correlation_id=cid)
-    return Submission(photo_id, photo_uuid, session_uuid, task_id, cid, queue)
+    metrics.PHOTOS_SUBMITTED.inc()
+    log.info("photo submitted", photo_id=photo_id, photo_uuid=photo_uuid, task_id=task_id, queue=queue,
+             correlation_id=cid, duplicate_of=duplicate_of)
+    return Submission(photo_id, photo_uuid, session_uuid, task_id, cid, queue, duplicate_of)
+
+
+def find_recent_duplicate(tenant: str, content_sha256: str, window: int) -> str | None:
+    """The UUID of the tenant's latest photo with these bytes within `window` seconds (0: no check)."""
+    if window <= 0:
+        return None
+    with db_session() as db:
+        found = db.scalars(
+            select(Photo.uuid)
+            .where(Photo.tenant == tenant, Photo.content_sha256 == content_sha256,
+                   Photo.created_at >= utcnow() - timedelta(seconds=window))
+            .order_by(Photo.created_at.desc())
+            .limit(1)
+        ).first()
+    return str(found) if found is not None else None
 
 
 def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None) -> str:

@@ -3,6 +3,7 @@
 Nothing here imports a model, Celery or the database, so `app.db` and the API can use these
 types without loading OpenCV or torch:
 - `RegionProposal`: one region (tray, open bed) found by container segmentation;
+- `validate_bbox`: a region box that fits its photo (segmented, or supplied with the upload);
 - the detections codec: how a region's plants travel from its child task to aggregation,
   compact and still JSON.
 """
@@ -13,6 +14,18 @@ import base64
 from dataclasses import dataclass
 
 import numpy as np
+
+from app.errors import InvalidRegion
+
+
+def validate_bbox(bbox: list[int] | tuple[int, ...], width: int, height: int) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) as ints inside a width x height photo; raises InvalidRegion otherwise."""
+    if len(bbox) != 4:
+        raise InvalidRegion(f"a region box needs 4 numbers, got {bbox!r}")
+    x1, y1, x2, y2 = (int(v) for v in bbox)
+    if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+        raise InvalidRegion(f"region box {bbox!r} does not fit a {width}x{height} photo")
+    return x1, y1, x2, y2
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.ml.offline import configure_offline
 
-_CONFIG_DIR = configure_offline()
-# Ultralytics 8.4 looks for fonts in $YOLO_CONFIG_DIR/Ultralytics, not in $YOLO_CONFIG_DIR itself;
-# without a copy there, check_font() (called by check_det_dataset) sends a HEAD request to GitHub.
-for _font in ("Arial.ttf", "Arial.Unicode.ttf"):
-    if (_CONFIG_DIR / _font).exists() and not (_CONFIG_DIR / "Ultralytics" / _font).exists():
-        (_CONFIG_DIR / "Ultralytics").mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(_CONFIG_DIR / _font, _CONFIG_DIR / "Ultralytics" / _font)
+configure_offline()
 
 import argparse  # noqa: E402
 import json  # noqa: E402

@@ -66,6 +66,14 @@ def _services_outside_the_unit_layer(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
+def api_key(database: str) -> str:
+    """A key of the default tenant (where photos taken in without HTTP land) with every non-admin scope."""
+    from tests.utils.keys import make_api_key
+
+    return make_api_key("default")
+
+
+@pytest.fixture(scope="session")
 def workers(database: str) -> Iterator[WorkerSet]:
     """One GPU worker (solo pool) and one CPU worker serving the cpu and io queues."""
     with WorkerSet(DATA_DIR / "logs") as worker_set:

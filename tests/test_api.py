@@ -24,7 +24,8 @@ from app.db.models import Photo
 from app.db.session import db_session
 from app.records import RegionProposal
 from tests.utils.api_server import start_api
-from tests.utils.bad_photos import bomb_png, gif_bytes, jpeg_padded, text_file, truncated_jpeg
+from tests.utils.bad_photos import bomb_png, gif_bytes, jpeg_padded, panorama_jpeg, text_file, truncated_jpeg
+from tests.utils.keys import bearer
 from tests.utils.photos import blank_jpeg, png_bytes, synthetic_jpeg
 from tests.utils.processes import WorkerSet
 
@@ -33,8 +34,8 @@ DEAD_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
+def client(api_key: str) -> Iterator[TestClient]:
+    with TestClient(app, headers=bearer(api_key)) as test_client:
         yield test_client
 
 
@@ -84,6 +85,12 @@ def test_upload_then_status_then_annotated_image(client: TestClient, workers: Wo
     assert accepted["status_url"].endswith(f"{PHOTOS}/{accepted['photo_id']}")
     body = wait_for(client, accepted["status_url"], lambda b: b["status"] in ("completed", "warning", "failed"))
     assert body["status"] in ("completed", "warning"), body["error"]
+    # Provenance: the cards of the models that counted; a warning always says why.
+    assert body["model_cards"]["detection"].startswith("plant_det@")
+    assert body["model_cards"]["segmentation"].startswith("container_seg@")
+    assert body["region_mode"] == "segment"
+    assert (body["status"] == "warning") == bool(body["doubts"] or body["warnings"])
+    assert all(doubt["check"] and doubt["message"] for doubt in body["doubts"])
     assert body["photo_id"] == accepted["photo_id"] and body["session_id"] == accepted["session_id"]
     assert body["task_id"] and body["correlation_id"] == "api-e2e-1"
     assert body["metadata"] == {"bench": "B-12", "notes": "north side"}
@@ -107,7 +114,9 @@ def test_upload_then_status_then_annotated_image(client: TestClient, workers: Wo
 
     assert annotated.status_code == thumbnail.status_code == 200
     assert annotated.headers["content-type"] == thumbnail.headers["content-type"] == "image/jpeg"
-    assert Image.open(io.BytesIO(annotated.content)).size == (1024, 768)
+    # The photo's own pixels keep their coordinates; the legend is a strip below them.
+    width, height = Image.open(io.BytesIO(annotated.content)).size
+    assert width == 1024 and height > 768
     assert max(Image.open(io.BytesIO(thumbnail.content)).size) <= 512
     # A box is drawn around every plant: more plant-box red pixels than plants, and none in the original.
     assert _plant_box_pixels(annotated.content) > body["total_count"] > 0
@@ -159,6 +168,28 @@ def test_bad_uploads_are_refused_and_leave_nothing(client: TestClient, name: str
     assert stored_state() == before
 
 
+def test_a_panorama_is_refused_with_the_limit_and_its_setting(client: TestClient) -> None:
+    before = stored_state()
+
+    response = upload(client, panorama_jpeg(9600, 800), name="nine-benches.jpg")
+
+    assert_error(response, 422, "invalid_image")
+    message = response.json()["error"]["message"]
+    assert "9600x800" in message and "12.0:1" in message and "MAX_ASPECT_RATIO" in message
+    assert stored_state() == before
+
+
+@pytest.mark.parametrize("regions", ["not json", "[[0, 0, 10]]", "[[0, 0, 5000, 10]]", "[]"],
+                         ids=["not-json", "three-numbers", "outside-the-photo", "none"])
+def test_supplied_regions_that_cannot_be_counted_are_refused(client: TestClient, regions: str) -> None:
+    before = stored_state()
+
+    response = upload(client, png_bytes(), name="bench.png", data={"regions": regions})
+
+    assert_error(response, 422, "invalid_regions")
+    assert stored_state() == before
+
+
 def test_bomb_is_refused_quickly(client: TestClient) -> None:
     data = bomb_png(20_000, 20_000)
     started = time.monotonic()
@@ -177,9 +208,9 @@ def _multipart_stream(boundary: str, payload: bytes, chunk: int = 16 * 1024) -> 
     yield f"\r\n--{boundary}--\r\n".encode()
 
 
-def test_uploads_over_the_limit_are_refused_with_413(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uploads_over_the_limit_are_refused_with_413(monkeypatch: pytest.MonkeyPatch, api_key: str) -> None:
     monkeypatch.setenv("MAX_UPLOAD_BYTES", "20000")
-    small = TestClient(create_app(Settings()))
+    small = TestClient(create_app(Settings()), headers=bearer(api_key))
     before = stored_state()
 
     within = upload(small, jpeg_padded(19_000))
@@ -310,9 +341,9 @@ def dead_broker_api(data_dir: Path) -> Iterator[str]:
         yield start_api(processes, "api-dead-broker", {"BROKER_URL": DEAD_BROKER})
 
 
-def test_broker_outage_answers_503_and_keeps_nothing(dead_broker_api: str) -> None:
+def test_broker_outage_answers_503_and_keeps_nothing(dead_broker_api: str, api_key: str) -> None:
     before = stored_state()
-    with httpx.Client(base_url=dead_broker_api, timeout=60) as http:
+    with httpx.Client(base_url=dead_broker_api, timeout=60, headers=bearer(api_key)) as http:
         response = upload(http, blank_jpeg(320, 240), headers={"X-Correlation-ID": "broker-down-1"})
         ready = http.get("/readyz")
 

@@ -135,6 +135,9 @@ def test_worker_modules_consume_the_queues_of_the_celery_app() -> None:
 def test_ports() -> None:
     assert [p.rsplit(":", 1)[1] for p in SERVICES["api"]["ports"]] == ["8000"]
     assert [p.rsplit(":", 1)[1] for p in SERVICES["flower"]["ports"]] == ["5555"]
+    # Published on loopback unless PUBLISH_ADDRESS opens them.
+    for service in ("api", "flower"):
+        assert all(p.startswith("${PUBLISH_ADDRESS:-127.0.0.1}:") for p in SERVICES[service]["ports"])
     assert SERVICES["flower"]["environment"]["FLOWER_PORT"] == "5555"
     assert SERVICES["flower"]["environment"]["FLOWER_ADDRESS"] == "0.0.0.0"
     assert ":?" in SERVICES["flower"]["environment"]["FLOWER_BASIC_AUTH"]  # compose refuses to start without it

@@ -33,6 +33,9 @@ def test_demo_counts_photos_on_the_embedded_default_without_network(tmp_path: Pa
     assert len(report["photos"]) == 2
     for photo in report["photos"]:
         assert photo["status"] == "completed"
+        assert photo["doubts"] == []
+        assert photo["model_cards"]["detection"].startswith("plant_det@")  # provenance
+        assert photo["model_cards"]["segmentation"].startswith("container_seg@")
         assert photo["regions"] >= 1
         assert abs(photo["counted"] - photo["true_count"]) <= 0.08 * photo["true_count"]
     # SQLite and the filesystem broker were used, under DATA_DIR: no server was needed.

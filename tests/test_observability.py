@@ -41,6 +41,7 @@ from app.tasks.aggregation import aggregate_results
 from app.tasks.gpu import ml_child_task, ml_parent_task
 from app.tasks.io import render_annotated
 from app.tasks.maintenance import cleanup_temporary_files
+from tests.utils.keys import bearer, make_api_key
 from tests.utils.logs import Line, celery_line, received, wait_for_lines
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import PROJECT_ROOT, WorkerSet
@@ -124,6 +125,7 @@ def test_demeter_logs_prints_the_photo_in_time_order(workers: WorkerSet) -> None
 
 
 def _upload(headers: dict[str, str], seed: int) -> tuple[str, int]:
+    headers = {**headers, **bearer(make_api_key())}
     """POST one photo to the HTTP API in this process; the correlation id it answered and the photo's row id."""
     from app.api.main import create_app
 
@@ -319,9 +321,9 @@ def test_the_incoming_id_is_the_header_else_the_kwarg_else_new(header: str | Non
         assert re.fullmatch(r"[0-9a-f]{32}", value)
 
 
-def _log_one_line(log_format: str, tty: bool) -> str:
+def _log_one_line(log_format: str, tty: bool, environment: str = "development") -> str:
     code = ("from app.observability.logging import configure_logging, get_logger\n"
-            f"configure_logging('INFO', {log_format!r})\n"
+            f"configure_logging('INFO', {log_format!r}, {environment!r})\n"
             "get_logger('probe').info('bench photographed', photo_id=7)\n")
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     if not tty:
@@ -346,12 +348,15 @@ def _log_one_line(log_format: str, tty: bool) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_console_format_is_for_terminals_and_json_stays_for_pipes() -> None:
-    human = _log_one_line("console", tty=True)
+def test_auto_format_is_console_at_a_development_terminal_and_json_elsewhere() -> None:
+    human = _log_one_line("auto", tty=True)
     assert "bench photographed" in human and "photo_id" in human and not human.lstrip().startswith("{")
-    piped = json.loads(_log_one_line("console", tty=False))
+    piped = json.loads(_log_one_line("auto", tty=False))
     assert piped["event"] == "bench photographed" and piped["photo_id"] == 7
+    assert json.loads(_log_one_line("auto", tty=True, environment="production").strip())["level"] == "info"
+    # An explicit LOG_FORMAT wins over the terminal test either way.
     assert json.loads(_log_one_line("json", tty=True).strip())["level"] == "info"
+    assert not _log_one_line("console", tty=False).lstrip().startswith("{")
 
 
 def _records(*records: dict[str, Any]) -> str:

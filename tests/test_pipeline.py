@@ -8,6 +8,7 @@ from app.celery_app import app as celery
 from app.db.models import Detection, Region, StockBatch, StockMovement
 from app.db.session import db_session
 from app.intake import submit_photo
+from app.ml.registry import get_registry
 from tests.utils.photos import blank_jpeg, synthetic, synthetic_jpeg, wait_final
 from tests.utils.processes import WorkerSet
 
@@ -39,7 +40,11 @@ def test_photo_goes_through_segmentation_chord_and_aggregation(workers: WorkerSe
 
     session = wait_final(submission.photo_id)
 
-    assert session.status == "completed", session.error
+    assert session.status == "completed", (session.error, session.doubts)
+    assert session.doubts == []
+    assert session.model_cards == {"segmentation": get_registry().segmentation_card().id,
+                                   "detection": get_registry().detection_card().id}
+    assert session.model_cards["detection"].startswith("plant_det@")
     rows = _rows(session.id)
     assert session.regions_total == rows["regions"] == len(truth.containers)
     assert rows["batches"] == rows["movements"] == rows["regions"]
@@ -68,12 +73,14 @@ def test_a_photo_is_finished_before_the_next_one_starts(workers: WorkerSet) -> N
     assert sorted(loads) == sorted(photo_ids)
 
 
-def test_photo_without_containers_completes_with_zero(workers: WorkerSet) -> None:
+def test_photo_without_containers_is_a_warning_not_a_silent_zero(workers: WorkerSet) -> None:
     submission = submit_photo(blank_jpeg(), filename="empty-bench.jpg")
 
     session = wait_final(submission.photo_id)
 
-    assert session.status == "completed"
+    assert session.status == "warning"
+    assert [d["check"] for d in session.doubts] == ["no_regions"]
+    assert "no containers found" in session.doubts[0]["message"]
     assert session.regions_total == 0
     assert session.total_count == 0
     assert _rows(session.id)["movements"] == 0
@@ -111,3 +118,42 @@ def test_workers_consume_only_their_queues(workers: WorkerSet) -> None:
     queues = {host.split("@")[0]: sorted(q["name"] for q in qs) for host, qs in active.items()}
     assert queues["gpu0"] == ["gpu_queue_0"]
     assert queues["cpu"] == ["cpu", "io"]
+
+
+def test_whole_mode_counts_the_photo_as_one_region(workers: WorkerSet) -> None:
+    truth = synthetic(9105)
+    submission = submit_photo(synthetic_jpeg(9105), filename="bench.jpg", metadata={"region_mode": "whole"})
+
+    session = wait_final(submission.photo_id)
+
+    assert session.status == "completed", (session.error, session.doubts)
+    assert session.region_mode == "whole"
+    with db_session() as db:
+        regions = db.scalars(select(Region).where(Region.session_id == session.id)).all()
+        assert [(r.class_name, r.bbox) for r in regions] == [("whole", (0, 0, 2048, 1536))]
+    assert session.total_count is not None
+    assert abs(session.total_count - truth.true_count) <= COUNT_TOLERANCE * truth.true_count
+
+
+def test_regions_supplied_with_the_upload_replace_segmentation(workers: WorkerSet) -> None:
+    boxes = [[0, 0, 1024, 1536], [1024, 0, 2048, 1536]]
+    submission = submit_photo(synthetic_jpeg(9106), filename="bench.jpg", metadata={"regions": boxes})
+
+    session = wait_final(submission.photo_id)
+
+    assert session.region_mode == "supplied"
+    with db_session() as db:
+        regions = db.scalars(select(Region).where(Region.session_id == session.id)
+                             .order_by(Region.region_index)).all()
+        assert [list(r.bbox) for r in regions] == boxes
+        assert session.total_count is not None and session.total_count > 0
+        assert sum(r.plant_count or 0 for r in regions) == session.total_count
+
+
+def test_a_bare_photo_in_whole_mode_is_a_warning_with_no_plants(workers: WorkerSet) -> None:
+    submission = submit_photo(blank_jpeg(), filename="bare.jpg", metadata={"region_mode": "whole"})
+
+    session = wait_final(submission.photo_id)
+
+    assert session.status == "warning"
+    assert [d["check"] for d in session.doubts] == ["no_plants"]

@@ -16,6 +16,7 @@ from moto.server import ThreadedMotoServer
 from app.errors import ObjectMissing, StorageUnavailable
 from app.storage.s3 import S3Storage
 from tests.utils.api_server import start_api, terminate_all
+from tests.utils.keys import bearer
 from tests.utils.photos import blank_jpeg
 from tests.utils.processes import WorkerSet
 
@@ -112,9 +113,9 @@ def s3_pipeline(s3_endpoint: str) -> Iterator[tuple[str, S3Storage]]:
         terminate_all(processes)
 
 
-def test_photo_end_to_end_on_s3(s3_pipeline: tuple[str, S3Storage]) -> None:
+def test_photo_end_to_end_on_s3(s3_pipeline: tuple[str, S3Storage], api_key: str) -> None:
     base_url, storage = s3_pipeline
-    with httpx.Client(base_url=base_url, timeout=30) as http:
+    with httpx.Client(base_url=base_url, timeout=30, headers=bearer(api_key)) as http:
         assert http.get("/readyz").json()["checks"]["storage"] == "ok"
         response = http.post("/api/v1/photos", files={"file": ("bench.jpg", blank_jpeg(640, 480), "image/jpeg")})
         assert response.status_code == 202, response.text

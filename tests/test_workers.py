@@ -14,6 +14,7 @@ from tests.utils.logs import wait_for_lines
 from tests.utils.processes import IsolatedBroker
 
 PROCESS_INFO = "app.tasks.maintenance.process_info"
+BACKGROUND_RSS_LIMIT_KB = 250 * 1024  # a cpu worker child or the io worker, after start: no model code loaded
 
 
 def _pool(stats: dict, prefix: str) -> str:
@@ -43,9 +44,15 @@ def test_each_entrypoint_runs_its_pool_on_its_queues(isolated_broker: IsolatedBr
     # The prefork worker never initialised CUDA.
     info = isolated_broker.send(PROCESS_INFO, "cpu").get(timeout=30)
     assert info["cuda_initialized"] is False
+    # The cpu and io workers import only their own tasks: no torch, OpenCV or ultralytics, a small footprint.
+    io_info = isolated_broker.send(PROCESS_INFO, "io").get(timeout=30)
+    print(f"RSS after start: cpu worker child {info['rss_kb'] // 1024} MiB, io worker {io_info['rss_kb'] // 1024} MiB, "
+          f"GPU worker {gpu_info['rss_kb'] // 1024} MiB")
+    assert info["models_loaded"] == io_info["models_loaded"] == []
+    assert info["rss_kb"] < BACKGROUND_RSS_LIMIT_KB and io_info["rss_kb"] < BACKGROUND_RSS_LIMIT_KB
     # Aggregation and rendering run only on cores the GPU worker leaves idle; the GPU worker does not.
     assert os.sched_getscheduler(info["pid"]) == os.SCHED_IDLE
-    assert os.sched_getscheduler(isolated_broker.send(PROCESS_INFO, "io").get(timeout=30)["pid"]) == os.SCHED_IDLE
+    assert os.sched_getscheduler(io_info["pid"]) == os.SCHED_IDLE
     assert os.sched_getscheduler(isolated_broker.send(PROCESS_INFO, "gpu_queue_0").get(timeout=30)["pid"]) \
         == os.SCHED_OTHER
 

@@ -9,12 +9,14 @@ import sys
 
 from app.celery_app import app
 from app.config import get_settings
+from app.observability.logging import celery_banner_options, configure_from_settings
 
 
 def main() -> None:
+    configure_from_settings()
     schedule = get_settings().data_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}", *sys.argv[1:]])
+    app.start([*celery_banner_options(), "beat", "--loglevel=INFO", f"--schedule={schedule}", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

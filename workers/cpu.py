@@ -17,6 +17,8 @@ from celery.signals import worker_process_init
 from app.celery_app import app
 from app.config import get_settings
 from app.names import CPU_QUEUE
+from app.observability.logging import celery_banner_options, configure_from_settings
+from workers.metrics import install as install_metrics
 from workers.priority import lower_priority
 from workers.queues import import_tasks_for
 
@@ -46,10 +48,12 @@ def argv(extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    configure_from_settings()
+    install_metrics("cpu", multiprocess=True)
     lower_priority(get_settings().background_cpu_priority)
     args = argv(sys.argv[1:])
     import_tasks_for(app, args)
-    app.worker_main(args)
+    app.worker_main([*celery_banner_options(), *args])
 
 
 if __name__ == "__main__":

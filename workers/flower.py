@@ -15,7 +15,7 @@ import os
 import sys
 
 from app.config import Settings, get_settings
-from app.observability.logging import configure_logging, get_logger
+from app.observability.logging import configure_from_settings, get_logger
 
 log = get_logger("workers.flower")
 
@@ -63,8 +63,8 @@ def argv(settings: Settings, extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    configure_from_settings()
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
     try:
         pairs = credentials(settings)
     except FlowerConfigError as exc:

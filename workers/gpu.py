@@ -9,7 +9,6 @@ runs on the CPU and says so loudly.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -19,7 +18,8 @@ from app.celery_app import app
 from app.config import get_settings
 from app.ml.registry import get_registry
 from app.names import gpu_queue
-from app.observability.logging import configure_logging, get_logger
+from app.observability.logging import celery_banner_options, configure_from_settings, get_logger
+from workers.metrics import install as install_metrics
 from workers.queues import import_tasks_for
 from workers.recycling import RecyclePolicy, install
 
@@ -60,14 +60,14 @@ def argv(index: int, extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    configure_from_settings()
+    install_metrics("gpu")
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
     install(RecyclePolicy(settings.gpu_max_tasks_per_child, settings.gpu_max_memory_per_child_kb,
                           settings.gpu_max_cuda_memory_mb))
-    index = int(os.environ.get("GPU_INDEX", "0"))
-    args = argv(index, sys.argv[1:])
+    args = argv(settings.gpu_index, sys.argv[1:])
     import_tasks_for(app, args)
-    app.worker_main(args)
+    app.worker_main([*celery_banner_options(), *args])
 
 
 if __name__ == "__main__":

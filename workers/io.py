@@ -22,6 +22,8 @@ patch_psycopg()
 
 from app.config import get_settings  # noqa: E402
 from app.names import IO_QUEUE  # noqa: E402
+from app.observability.logging import celery_banner_options, configure_from_settings  # noqa: E402
+from workers.metrics import install as install_metrics  # noqa: E402
 from workers.priority import lower_priority  # noqa: E402
 
 
@@ -41,14 +43,19 @@ def argv(extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    configure_from_settings()
+    install_metrics("io")
+    # Every greenlet may hold a database connection: unless DB_POOL_SIZE says otherwise, the pool is as
+    # large as the concurrency (read again below, so the settings object sees it).
     os.environ.setdefault("DB_POOL_SIZE", str(get_settings().io_concurrency))
+    get_settings.cache_clear()
     lower_priority(get_settings().background_cpu_priority)
     from app.celery_app import app  # boto3 and the database driver are imported after patching
     from workers.queues import import_tasks_for
 
     args = argv(sys.argv[1:])
     import_tasks_for(app, args)
-    app.worker_main(args)
+    app.worker_main([*celery_banner_options(), *args])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import time
 from types import FrameType
 
-from app.observability.logging import configure_logging, get_logger
+from app.observability.logging import configure_from_settings, get_logger
 
 log = get_logger("workers.supervise")
 
@@ -55,7 +55,7 @@ class Supervisor:
 
 
 def main() -> None:
-    configure_logging()
+    configure_from_settings()
     command = sys.argv[1:]
     if not command:
         sys.exit("usage: python -m workers.supervise COMMAND...")

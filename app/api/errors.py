@@ -14,8 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.errors import DatabaseUnavailable
 from app.observability import correlation
 from app.observability.logging import get_logger
 
@@ -53,6 +55,14 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "the request does not match the API", details=details)
 
 
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    # Any route whose query finds the database away: a retryable 503, not a 500.
+    log.warning("database unavailable", error=f"{type(exc).__name__}: {exc}"[:300])
+    cid = getattr(request.state, "correlation_id", None)
+    headers = {"Retry-After": "30", **({correlation.HEADER: cid} if cid else {})}
+    return error_response(503, "database_unavailable", "the database is unreachable; try again later", headers=headers)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # This handler runs outside every middleware, so the correlation header is added here.
     cid = getattr(request.state, "correlation_id", None)
@@ -64,4 +74,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for database_error in (OperationalError, InterfaceError, DatabaseUnavailable):
+        app.add_exception_handler(database_error, _database_down)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -12,7 +12,10 @@ import anyio
 from sqlalchemy import text
 
 from app.db.session import get_engine
+from app.observability.logging import get_logger
 from app.storage import get_storage
+
+log = get_logger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 5.0
 
@@ -37,7 +40,7 @@ CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "broker": c
 
 
 async def run_checks(checks: dict[str, Callable[[], None]] | None = None) -> dict[str, str]:
-    """`{"database": "ok", "broker": "error: ConnectionRefusedError ..."}`; never raises."""
+    """`{"database": "ok", "broker": "error: OperationalError"}`; never raises."""
     results: dict[str, str] = {}
 
     async def run(name: str, check: Callable[[], None]) -> None:
@@ -48,7 +51,10 @@ async def run_checks(checks: dict[str, Callable[[], None]] | None = None) -> dic
         except TimeoutError:
             results[name] = f"error: no answer within {CHECK_TIMEOUT_SECONDS + 1:.0f} s"
         except Exception as exc:
-            results[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+            # The answer names the failure's kind only: exception messages carry host names and ports,
+            # which an unauthenticated probe must not reveal. The log line has the whole message.
+            log.warning("readiness check failed", check=name, error=f"{type(exc).__name__}: {exc}"[:300])
+            results[name] = f"error: {type(exc).__name__}"
 
     async with anyio.create_task_group() as group:
         for name, check in (checks or CHECKS).items():

@@ -6,6 +6,8 @@ The sniff only looks at the signature bytes: it separates "not an image we take"
 
 from __future__ import annotations
 
+import hashlib
+import json
 import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath, PureWindowsPath
@@ -62,3 +64,10 @@ def clean_filename(name: str | None) -> str | None:
     base = PureWindowsPath(PurePosixPath(name).name).name
     printable = "".join(ch for ch in base if unicodedata.category(ch)[0] != "C").strip()
     return printable[:MAX_FILENAME_CHARS] or None
+
+
+def request_fingerprint(data: bytes, filename: str | None, metadata: dict[str, str]) -> str:
+    """Hex SHA-256 of what makes an upload "the same request": the file's bytes, its name and the form fields."""
+    described = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "filename": filename, "metadata": metadata},
+                           sort_keys=True)
+    return hashlib.sha256(described.encode()).hexdigest()

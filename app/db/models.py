@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -39,7 +40,7 @@ class SessionStatus(enum.StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
-    WARNING = "warning"  # some regions failed; the others were counted
+    WARNING = "warning"  # some regions failed (the others were counted), or the count is doubtful
     FAILED = "failed"
 
     @property
@@ -47,8 +48,23 @@ class SessionStatus(enum.StrEnum):
         return self in (SessionStatus.COMPLETED, SessionStatus.WARNING, SessionStatus.FAILED)
 
 
+UuidValue = uuid.UUID  # for columns declared after a class's own `uuid` column, which shadows the module
+DEFAULT_TENANT = "default"  # photos taken in without an API key (`demeter process`, the demo)
+
+
 class Photo(Base):
+    """An uploaded photo. It belongs to one tenant: the uploading API key's.
+
+    `idempotency_key` (unique per tenant) and `request_sha256` let a repeated upload get the
+    first answer again; `content_sha256` finds byte-identical re-uploads (DUPLICATE_UPLOAD_*).
+    """
+
     __tablename__ = "photos"
+    __table_args__ = (
+        UniqueConstraint("tenant", "idempotency_key", name="uq_photo_tenant_idempotency_key"),
+        Index("ix_photos_tenant_created", "tenant", "created_at", "id"),  # listing: keyset on (created_at, id)
+        Index("ix_photos_tenant_sha256", "tenant", "content_sha256"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4, unique=True)
@@ -61,6 +77,11 @@ class Photo(Base):
     correlation_id: Mapped[str | None] = mapped_column(String(64), index=True)
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    tenant: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    duplicate_of: Mapped[UuidValue | None] = mapped_column(Uuid)  # flagged re-upload of that photo
 
     session: Mapped[ProcessingSession] = relationship(back_populates="photo", uselist=False)
 
@@ -79,6 +100,11 @@ class ProcessingSession(Base):
     total_count: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     warnings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Why the count may be wrong (app.ml.plausibility): [{"check", "message", "value", "limit"}].
+    doubts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    # Provenance: the model card ids that produced the counts, {"segmentation": id, "detection": id}.
+    model_cards: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
+    region_mode: Mapped[str | None] = mapped_column(String(16))  # segment | whole | supplied
     annotated_key: Mapped[str | None] = mapped_column(String(512))
     thumbnail_key: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -180,3 +206,18 @@ class DeadLetter(Base):
     last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replay_task_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ApiKey(Base):
+    """An API key: a bearer token of which only a SHA-256 digest is kept (see app/apikeys.py)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # public part of the token, for look-up
+    digest: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of the whole token
+    name: Mapped[str] = mapped_column(String(100))
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

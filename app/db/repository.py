@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from app.db.models import (
+    DEFAULT_TENANT,
     Detection,
     Photo,
     ProcessingSession,
@@ -34,8 +36,18 @@ def create_photo(
     original_filename: str | None = None,
     correlation_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    tenant: str = DEFAULT_TENANT,
+    idempotency_key: str | None = None,
+    request_sha256: str | None = None,
+    content_sha256: str | None = None,
+    duplicate_of: str | None = None,
 ) -> tuple[Photo, ProcessingSession]:
     photo = Photo(
+        tenant=tenant,
+        idempotency_key=idempotency_key,
+        request_sha256=request_sha256,
+        content_sha256=content_sha256,
+        duplicate_of=uuid.UUID(duplicate_of) if duplicate_of else None,
         storage_key=storage_key,
         content_type=content_type,
         width=width,
@@ -77,9 +89,11 @@ def mark_processing(db: Session, *, photo_id: int, task_id: str | None) -> Proce
     return session
 
 
-def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal]) -> list[Region]:
-    """Store the segmentation once; a redelivered parent finds and reuses the same rows."""
+def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal],
+                 region_mode: str = "segment") -> list[Region]:
+    """Store the regions once (and how they were found); a redelivered parent finds and reuses the same rows."""
     session = get_session(db, photo_id=photo_id, lock=True)
+    session.region_mode = region_mode
     existing = list(db.scalars(select(Region).where(Region.session_id == session.id).order_by(Region.region_index)))
     if existing:
         return existing
@@ -149,9 +163,13 @@ def movement_key(photo_id: int, region_index: int) -> str:
     return f"photo:{photo_id}:region:{region_index}"
 
 
-def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]]) -> ProcessingSession:
+def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]],
+                 doubts: list[dict[str, Any]] | None = None,
+                 model_cards: dict[str, str] | None = None) -> ProcessingSession:
     """Write detections, one stock batch and one stock movement per counted region, and the status.
 
+    `doubts` are the plausibility reasons ({"check", "message", ...}); any makes the session `warning`,
+    its counts still written. `model_cards` records which cards produced the counts.
     Call inside one transaction. A session that is already final is returned as it is,
     and the unique constraints stop a concurrent second writer at commit.
     """
@@ -173,12 +191,14 @@ def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]]) -
     session.total_count = total
     session.regions_done = len(results)
     session.warnings = failures
+    session.doubts = list(doubts or [])
+    session.model_cards = dict(model_cards or {})
     session.finished_at = utcnow()
     if failures and len(failures) == len(results):
         session.status = SessionStatus.FAILED
         session.error = "every region failed: " + "; ".join(f"#{f['region_index']}: {f['error']}" for f in failures)
     else:
-        session.status = SessionStatus.WARNING if failures else SessionStatus.COMPLETED
+        session.status = SessionStatus.WARNING if failures or session.doubts else SessionStatus.COMPLETED
     return session
 
 
@@ -230,7 +250,8 @@ def add_late_region(db: Session, *, photo_id: int, result: dict[str, Any]) -> Pr
     count = _write_region(db, session=session, region=region, result=result, photo_id=photo_id)
     session.total_count = (session.total_count or 0) + count
     session.warnings = [w for w in session.warnings or [] if int(w["region_index"]) != index]
-    session.status = SessionStatus.WARNING if session.warnings else SessionStatus.COMPLETED
+    # The doubts were judged on the other regions' plants; a late region does not lift them.
+    session.status = SessionStatus.WARNING if session.warnings or session.doubts else SessionStatus.COMPLETED
     session.error = None
     session.finished_at = utcnow()
     return session
@@ -248,14 +269,15 @@ def reopen_session(db: Session, *, photo_id: int, status: SessionStatus) -> bool
     return True
 
 
-def fail_session(db: Session, *, photo_id: int, reason: str) -> None:
-    """Mark a session failed, unless it already ended."""
+def fail_session(db: Session, *, photo_id: int, reason: str) -> bool:
+    """Mark a session failed, unless it already ended; True when this call ended it."""
     session = db.scalars(select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)).one_or_none()
     if session is None or SessionStatus(session.status).is_final:
-        return
+        return False
     session.status = SessionStatus.FAILED
     session.error = reason
     session.finished_at = utcnow()
+    return True
 
 
 def stale_sessions(db: Session, *, older_than: datetime) -> list[ProcessingSession]:

@@ -41,10 +41,9 @@ def get_engine() -> Engine:
     global _engine, _engine_pid, _factory
     if _engine is None or _engine_pid != os.getpid():
         settings = get_settings()
-        pool_size = int(os.environ.get("DB_POOL_SIZE", "5"))
         if settings.database_url_resolved.startswith("sqlite"):
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        _engine = make_engine(settings.database_url_resolved, pool_size=pool_size)
+        _engine = make_engine(settings.database_url_resolved, pool_size=settings.db_pool_size)
         _engine_pid = os.getpid()
         _factory = sessionmaker(_engine, expire_on_commit=False)
     return _engine

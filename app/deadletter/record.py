@@ -17,7 +17,7 @@ from sqlalchemy import select
 from app import names
 from app.db.models import DeadLetter, utcnow
 from app.db.session import db_session
-from app.observability import correlation
+from app.observability import correlation, metrics
 from app.observability.logging import get_logger
 from app.observability.signals import photo_id_of
 
@@ -98,6 +98,7 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
         photo_id=photo_id_of(task, args, kwargs),
     )
     letter_id = store(failure)
+    metrics.dead_lettered(failure.task_name)
     publish(task.app, failure, letter_id)
     log.error("task dead-lettered", dead_letter_id=letter_id, exception_type=failure.exception_type,
               error=failure.exception_message[:500], retries=failure.retries)
@@ -116,6 +117,7 @@ def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: 
         photo_id=photo_id,
     )
     letter_id = store(failure)
+    metrics.dead_lettered(failure.task_name)
     publish(celery, failure, letter_id)
     log.error("stale session dead-lettered", dead_letter_id=letter_id, photo_id=photo_id, reason=reason)
     return letter_id

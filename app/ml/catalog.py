@@ -38,7 +38,8 @@ class ModelEntry:
     card: ModelCard
 
     def summary(self) -> dict[str, Any]:
-        held_out = self.card.document.get("evaluation", {}).get("held_out_photos", {})
+        held_out = self.card.document.get("evaluation", {}).get("held_out_photos")
+        held_out = held_out if isinstance(held_out, dict) else {}  # the shipped cards point to models/README.md
         return {"name": self.name, "card_id": self.card.id, "weights": str(self.weights),
                 "classes": list(self.card.classes), "confidence_threshold": self.card.confidence_threshold,
                 "held_out_count_mape": held_out.get("count_mape"), "held_out_photos": held_out.get("photos")}

@@ -1,4 +1,10 @@
-"""Decoding and validating photos. Content decides the format, never the file name."""
+"""Decoding and validating photos. Content decides the format, never the file name.
+
+One decoder for everything that reads a photo: upload validation (`inspect_image`), the GPU
+workers (`decode_rgb`) and the annotated image (`open_rgb`). Every pixel format it accepts is
+turned into 8-bit RGB by scaling, never by clipping: Pillow's own `convert("RGB")` clamps a
+16-bit grayscale PNG (mode `I;16`, values up to 65535) to 255, an all-white picture.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,16 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from app.errors import InvalidImage
+from app.ml.pngcheck import check_png
 
 # MPO is how Pillow names a JPEG with a multi-picture segment, as many cameras and phones write.
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "WEBP": "webp"}
 MAX_PIXELS = 50_000_000  # ~ 8k x 6k; far above any bench camera, far below a decompression bomb
+# Pillow modes of 16 or 32 bits a sample, as a 16-bit grayscale PNG opens (I;16 in Pillow >= 10, I before).
+# A 48-bit RGB PNG opens as plain RGB: Pillow keeps the high byte of each sample, which is scaling already.
+_WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_WIDE_GRAY_MAX = 65535  # PNG stores at most 16 bits a sample; Pillow's mode I holds them unscaled
 
 
 @dataclass(frozen=True)
@@ -54,23 +65,64 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 _QUARTER_TURNS = {5, 6, 7, 8}
 
 
-def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS) -> ImageInfo:
-    """Validate an upload fully (every byte of it is decoded) and return its format and oriented size.
+def _check_aspect_ratio(width: int, height: int, max_aspect_ratio: float | None) -> None:
+    if max_aspect_ratio is None:
+        return
+    ratio = max(width, height) / max(1, min(width, height))
+    if ratio > max_aspect_ratio:
+        raise InvalidImage(
+            f"image is {width}x{height} pixels, an aspect ratio of {ratio:.1f}:1, above the limit of "
+            f"{max_aspect_ratio:g}:1 (MAX_ASPECT_RATIO): the container finder works on the whole photo at "
+            f"a fixed size and sees nothing on a panorama; upload each bench as its own photo"
+        )
+
+
+def inspect_image(data: bytes, max_pixels: int = MAX_PIXELS, max_aspect_ratio: float | None = None) -> ImageInfo:
+    """Validate an upload fully (every byte of it is read) and return its format and oriented size.
 
     A JPEG is decoded at 1/8 scale (Pillow's draft mode): the decoder still reads all of the
-    compressed data, so a truncated or corrupt file fails here, at about a third of a full decode's cost.
+    compressed data, so a truncated or corrupt file fails here, at about a third of a full decode's cost,
+    and 1/64 of its memory. A PNG's compressed pixel data is checked as a stream in bounded memory
+    (app/ml/pngcheck.py), never decoded whole. A WebP is decoded in full (no partial decoder exists).
+    Raises InvalidImage for unreadable or unsupported data, and for a long side more than
+    `max_aspect_ratio` times the short one (None: no limit).
     """
     image = _open(data, max_pixels)
     width, height = image.size
+    _check_aspect_ratio(width, height, max_aspect_ratio)
+    exif: Image.Exif | None = None
     try:
-        if image.format in ("JPEG", "MPO"):
+        if image.format == "PNG":
+            exif = Image.Exif()
+            if (block := check_png(data)) is not None:
+                exif.load(block)
+        elif image.format in ("JPEG", "MPO"):
             image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-        image.load()
+            image.load()
+        else:
+            image.load()
+    except InvalidImage:
+        raise
     except Exception as exc:
         raise InvalidImage(f"corrupt or truncated {image.format} image") from exc
-    if image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+    if (exif if exif is not None else image.getexif()).get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
         width, height = height, width
     return ImageInfo(format=str(image.format), width=width, height=height)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded Pillow image -> 8-bit RGB, wide samples scaled to 0..255 (never clipped).
+
+    16-bit grayscale (0..65535) becomes value * 255 / 65535, rounded; every other mode goes
+    through Pillow's conversion (palette, gray, alpha, CMYK), which is exact for 8-bit data.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in _WIDE_GRAY_MODES:
+        wide = np.asarray(image).astype(np.int64).clip(0, _WIDE_GRAY_MAX)
+        gray = ((wide * 255 + _WIDE_GRAY_MAX // 2) // _WIDE_GRAY_MAX).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    return image.convert("RGB")
 
 
 def open_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -79,7 +131,7 @@ def open_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     try:
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return to_rgb(image)
     except Exception as exc:
         raise InvalidImage(f"corrupt or truncated {image.format} image") from exc
 

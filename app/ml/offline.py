@@ -12,7 +12,6 @@ import os
 import shutil
 from pathlib import Path
 
-_DEFAULT_CONFIG_DIR = Path(os.environ.get("DEMETER_VAR_DIR", "var")) / "ultralytics"
 _configured = False
 
 
@@ -27,9 +26,14 @@ def _local_font() -> Path | None:
 
 
 def configure_offline(config_dir: Path | None = None) -> Path:
-    """Set ultralytics' offline switches; return its (writable) config dir."""
+    """Set ultralytics' offline switches; return its (writable) config dir: YOLO_CONFIG_DIR when set,
+    else `config_dir`, else DATA_DIR/ultralytics."""
     global _configured
-    directory = Path(os.environ.get("YOLO_CONFIG_DIR") or config_dir or _DEFAULT_CONFIG_DIR).resolve()
+    if config_dir is None:
+        from app.config import get_settings
+
+        config_dir = get_settings().data_dir / "ultralytics"
+    directory = Path(os.environ.get("YOLO_CONFIG_DIR") or config_dir).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     os.environ["YOLO_CONFIG_DIR"] = str(directory)
     os.environ["YOLO_OFFLINE"] = "1"  # is_online() returns False without a DNS probe

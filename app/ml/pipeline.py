@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from app.config import Settings
-from app.errors import InvalidRegion
+from app.ml.plausibility import plant_like_count
 from app.ml.registry import ModelRegistry
 from app.ml.segmentation import segment_photo
 from app.ml.sliced import Detections, SliceParams, detect_in_region, detect_in_region_at
-from app.records import RegionProposal, encode_detections
+from app.records import RegionProposal, encode_detections, validate_bbox
 
 
 def slice_params(settings: Settings) -> SliceParams:
@@ -46,20 +46,29 @@ def find_regions(image_rgb: np.ndarray, registry: ModelRegistry) -> list[RegionP
     )
 
 
+RegionMode = Literal["segment", "whole", "supplied"]
+
+
+def choose_regions(image_rgb: np.ndarray, registry: ModelRegistry, mode: str,
+                   supplied: list[list[int]] | None = None) -> tuple[list[RegionProposal], RegionMode]:
+    """The regions to count and how they were found.
+
+    Supplied boxes (x1, y1, x2, y2 in photo pixels; raises InvalidRegion when one does not fit) win over
+    `mode`; "whole" is the photo as one region; "segment" asks the container segmenter.
+    """
+    height, width = image_rgb.shape[:2]
+    if supplied:
+        return [RegionProposal("supplied", 1.0, validate_bbox(box, width, height), []) for box in supplied], "supplied"
+    if mode == "whole":
+        return [RegionProposal("whole", 1.0, (0, 0, width, height), [])], "whole"
+    return find_regions(image_rgb, registry), "segment"
+
+
 def padded_box(bbox: tuple[int, int, int, int], width: int, height: int, padding: float) -> tuple[int, int, int, int]:
     """Grow a region's box a little, so plants on its rim are seen whole."""
     x1, y1, x2, y2 = bbox
     pad_x, pad_y = round((x2 - x1) * padding), round((y2 - y1) * padding)
     return max(0, x1 - pad_x), max(0, y1 - pad_y), min(width, x2 + pad_x), min(height, y2 + pad_y)
-
-
-def validate_bbox(bbox: list[int] | tuple[int, ...], width: int, height: int) -> tuple[int, int, int, int]:
-    if len(bbox) != 4:
-        raise InvalidRegion(f"a region box needs 4 numbers, got {bbox!r}")
-    x1, y1, x2, y2 = (int(v) for v in bbox)
-    if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-        raise InvalidRegion(f"region box {bbox!r} does not fit a {width}x{height} photo")
-    return x1, y1, x2, y2
 
 
 def _counted_inside(found: Detections, bbox: tuple[int, int, int, int], counted: tuple[int, ...]) -> Detections:
@@ -96,13 +105,17 @@ def count_region_at(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], regi
     return [_counted_inside(f, box, counted) for f in found]
 
 
-def region_result(region_index: int, detections: Detections) -> dict[str, Any]:
-    """The small JSON document a child task returns for one region."""
+def region_result(region_index: int, detections: Detections, plant_like: int | None = None) -> dict[str, Any]:
+    """The small JSON document a child task returns for one region.
+
+    `plant_like` is how many of the plants look leaf-coloured (app.ml.plausibility.plant_like_count).
+    """
     return {
         "region_index": region_index,
         "count": len(detections),
         "mean_confidence": round(float(detections.scores.mean()), 4) if len(detections) else None,
         "detections": encode_detections(detections.boxes, detections.scores),
+        "plant_like": plant_like,
     }
 
 
@@ -110,6 +123,7 @@ def region_result(region_index: int, detections: Detections) -> dict[str, Any]:
 class RegionCount:
     region: RegionProposal
     detections: Detections
+    plant_like: int | None = None  # plants whose centre looks leaf-coloured
 
     @property
     def count(self) -> int:
@@ -127,8 +141,11 @@ class PhotoAnalysis:
 
 def analyse_photo(image_rgb: np.ndarray, registry: ModelRegistry) -> PhotoAnalysis:
     """Segment, then count every region: the whole pipeline in this process."""
-    regions = find_regions(image_rgb, registry)
-    return PhotoAnalysis([RegionCount(r, count_region(image_rgb, r.bbox, registry)) for r in regions])
+    counted = []
+    for region in find_regions(image_rgb, registry):
+        detections = count_region(image_rgb, region.bbox, registry)
+        counted.append(RegionCount(region, detections, plant_like_count(image_rgb, detections.boxes)))
+    return PhotoAnalysis(counted)
 
 
 def pipeline_counter(registry: ModelRegistry, whole_photo: bool = False) -> Callable[[np.ndarray, list[float]],
@@ -140,9 +157,8 @@ def pipeline_counter(registry: ModelRegistry, whole_photo: bool = False) -> Call
     """
 
     def count_at(image_rgb: np.ndarray, thresholds: list[float]) -> list[np.ndarray]:
-        height, width = image_rgb.shape[:2]
-        boxes = [(0, 0, width, height)] if whole_photo else [r.bbox for r in find_regions(image_rgb, registry)]
-        per_region = [count_region_at(image_rgb, box, registry, thresholds) for box in boxes]
+        regions, _ = choose_regions(image_rgb, registry, "whole" if whole_photo else "segment")
+        per_region = [count_region_at(image_rgb, r.bbox, registry, thresholds) for r in regions]
         return [np.concatenate([found[i].boxes for found in per_region]).reshape(-1, 4) if per_region
                 else np.zeros((0, 4), np.float32) for i in range(len(thresholds))]
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from app.config import Settings, get_settings
 from app.errors import ModelUnavailable
+from app.ml.cards import ModelCard, card_uri, default_card, read_card
 from app.ml.offline import configure_offline
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._models: dict[ModelKey, Any] = {}
+        self._cards: dict[str, ModelCard] = {}
         self._lock = threading.Lock()
 
     def _load(self, key: ModelKey) -> Any:
@@ -153,6 +155,34 @@ class ModelRegistry:
         """Class indices of the detector that count as plants (DETECTION_COUNT_CLASSES)."""
         names = {int(k): str(v) for k, v in self.detector().names.items()}
         return counted_class_ids(names, self.settings.detection_count_classes)
+
+    def card(self, weights: str, task: str) -> ModelCard:
+        """The model card beside `weights` (a path or s3:// URI), read once; the default card when there is none.
+
+        Reads no model: the aggregating CPU worker calls this to judge a photo and to record provenance.
+        """
+        with self._lock:
+            if weights not in self._cards:
+                self._cards[weights] = self._read_card(weights, task)
+            return self._cards[weights]
+
+    def _read_card(self, weights: str, task: str) -> ModelCard:
+        cache = self.settings.data_dir / "weights"
+        try:
+            path = fetch_weights(weights, cache)
+        except ModelUnavailable:
+            return default_card(Path(weights).name, task)
+        try:
+            card_file: Path | None = fetch_weights(card_uri(weights), cache)
+        except ModelUnavailable:
+            card_file = None
+        return read_card(card_file, path, task)
+
+    def detection_card(self) -> ModelCard:
+        return self.card(self.settings.detection_weights, "detect")
+
+    def segmentation_card(self) -> ModelCard:
+        return self.card(self.settings.segmentation_weights, "segment")
 
     def segmenter(self) -> Any:
         return self.get(self.settings.segmentation_weights, "segment")

@@ -7,6 +7,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from app.geometry import box_overlap
 from app.records import RegionProposal
 
 
@@ -16,15 +17,6 @@ def _simplify(polygon: np.ndarray, max_points: int = 64) -> list[list[float]]:
         step = int(np.ceil(len(polygon) / max_points))
         polygon = polygon[::step]
     return [[round(float(x), 1), round(float(y), 1)] for x, y in polygon]
-
-
-def _overlap_of_smaller(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / smaller
 
 
 def _union(a: RegionProposal, b: RegionProposal) -> RegionProposal:
@@ -47,7 +39,7 @@ def merge_overlapping(regions: list[RegionProposal], threshold: float = 0.2) -> 
         changed = False
         for i in range(len(merged)):
             for j in range(i + 1, len(merged)):
-                if _overlap_of_smaller(merged[i].bbox, merged[j].bbox) > threshold:
+                if box_overlap(merged[i].bbox, merged[j].bbox, "IOS") > threshold:
                     merged[i] = _union(merged[i], merged.pop(j))
                     changed = True
                     break

@@ -26,6 +26,7 @@ import torch
 from sahi.postprocess.combine import greedy_nmm, nms
 from sahi.slicing import get_slice_bboxes
 
+from app.geometry import box_overlap
 from app.ml.offline import configure_offline
 from app.ml.runtimes import TileNetwork
 
@@ -251,18 +252,6 @@ def predict_windows(
     return boxes, np.concatenate(found_scores).astype(np.float32), np.concatenate(found_classes).astype(np.int64)
 
 
-def _overlap_rows(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """Row-wise IoU or IoS (intersection over the smaller box) of two (N, 4) box arrays."""
-    width = (np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])).clip(min=0)
-    height = (np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])).clip(min=0)
-    inter = width * height
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    denominator = np.minimum(area_a, area_b) if metric == "IOS" else area_a + area_b - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, inter / denominator, 0.0)
-
-
 def _merge_groups(
     boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, keep_to_merge: dict[int, list[int]], metric: str,
     threshold: float,
@@ -280,7 +269,7 @@ def _merge_groups(
     for step in range(int(lengths.max(initial=0))):
         rows = np.flatnonzero(lengths > step)
         other = members[starts[rows] + step]
-        match = _overlap_rows(merged[rows], boxes[other], metric) >= threshold
+        match = box_overlap(merged[rows], boxes[other], metric) >= threshold
         rows, other = rows[match], other[match]
         merged[rows, :2] = np.minimum(merged[rows, :2], boxes[other, :2])
         merged[rows, 2:] = np.maximum(merged[rows, 2:], boxes[other, 2:])

@@ -30,6 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from app.geometry import box_overlap
+
 CONTAINER_CLASSES: tuple[str, ...] = ("tray", "segment")  # class id = index
 PLANT_CATEGORY_ID = 3
 EMPTY_CELL_CATEGORY_ID = 4  # written only for styles other than the default
@@ -208,16 +210,6 @@ def _plant_geometry(rng: np.random.Generator, centers: np.ndarray, sizes: np.nda
     return _Plants(boxes, cx, cy, a, b, angle, valid, centers, radius)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Element-wise IoU of two (..., 4) box arrays."""
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-9)
-
-
 def _drop_overlaps(boxes: np.ndarray, alive: np.ndarray) -> np.ndarray:
     """Thin a (R, C) grid of plants so that no neighbouring boxes exceed MAX_PLANT_IOU.
 
@@ -233,7 +225,7 @@ def _drop_overlaps(boxes: np.ndarray, alive: np.ndarray) -> np.ndarray:
             continue
         a = boxes[r0:r1, c0:c1]
         b = boxes[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
-        clash = alive[r0:r1, c0:c1] & alive[r0 + dr:r1 + dr, c0 + dc:c1 + dc] & (_iou(a, b) > MAX_PLANT_IOU)
+        clash = alive[r0:r1, c0:c1] & alive[r0 + dr:r1 + dr, c0 + dc:c1 + dc] & (box_overlap(a, b) > MAX_PLANT_IOU)
         alive[r0 + dr:r1 + dr, c0 + dc:c1 + dc] &= ~clash
     return alive
 

@@ -29,23 +29,26 @@ from celery.signals import (
     worker_process_init,
 )
 
-from app.config import get_settings
 from app.observability import correlation
-from app.observability.logging import configure_logging, set_process_fields
+from app.observability.logging import configure_from_settings, set_process_fields
 
 
 @setup_logging.connect
 def _configure_worker_logging(**_: Any) -> None:
     """Connected at all, this stops Celery from installing its own log handlers (any pool)."""
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_from_settings()
 
 
 @celeryd_after_setup.connect
-def _name_the_worker_in_every_line(sender: str | None = None, **_: Any) -> None:
-    """Lines logged outside tasks ("Task ... received", connection errors) say which worker logged them."""
+def _name_the_worker_in_every_line(sender: str | None = None, instance: Any = None, **_: Any) -> None:
+    """Lines logged outside tasks ("Task ... received", connection errors) say which worker logged them, and
+    the tasks it publishes are sent as it (not as `gen<PID>`): before the pool forks, so children inherit it."""
     if sender:
         set_process_fields(worker=str(sender))
+        if instance is not None:
+            from app.celery_app import name_publisher
+
+            name_publisher(instance.app, str(sender))
 
 
 @worker_process_init.connect

@@ -5,16 +5,22 @@ Imported by the cpu worker (workers/cpu.py); loads no model.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app import faults, names
 from app.celery_app import app
 from app.db import repository
 from app.db.models import ProcessingSession
 from app.db.session import db_session
+from app.ml.plausibility import RegionDetections, judge, limits_from
+from app.ml.registry import get_registry
+from app.observability import metrics
 from app.observability.logging import get_logger
+from app.records import decode_detections
 from app.tasks.base import FailsSessionTask, PipelineTask
 
 log = get_logger(__name__)
@@ -24,15 +30,62 @@ def _summary(session: ProcessingSession, photo_id: int, regions: int) -> dict[st
     return {"photo_id": photo_id, "status": session.status, "total_count": session.total_count, "regions": regions}
 
 
+def _count_finished(summary: dict[str, Any], finished_at: datetime | None, created_at: datetime,
+                    since: datetime) -> None:
+    """Count the photo in the metrics when this delivery ended it (a redelivery finds it ended before `since`)."""
+    if finished_at is None or _aware(finished_at) < since:
+        return
+    metrics.photo_finished(summary["status"], summary["total_count"],
+                           (_aware(finished_at) - _aware(created_at)).total_seconds())
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _judge(db: Session, photo_id: int, results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The plausibility doubts of a photo's counts and the ids of the model cards they are judged by.
+
+    Reads the cards only (JSON beside the weights), never a model. Failed regions are left out: their
+    failure is reported on its own.
+    """
+    registry = get_registry()
+    card = registry.detection_card()
+    cards = {"segmentation": registry.segmentation_card().id, "detection": card.id}
+    photo = repository.get_photo(db, photo_id=photo_id)
+    session = repository.get_session(db, photo_id=photo_id)
+    boxes = {r.region_index: r.bbox for r in session.regions}
+    counted = []
+    for result in results:
+        index = int(result["region_index"])
+        if result.get("failed") or index not in boxes:
+            continue
+        rows = decode_detections(result.get("detections"))
+        counted.append(RegionDetections(boxes[index], rows[:, :4], rows[:, 4], result.get("plant_like")))
+    if results and not counted:
+        return [], cards  # every region failed: the session fails, no count to doubt
+    segmented = (session.region_mode or "segment") == "segment"
+    reasons = judge(card, (photo.width, photo.height), counted, limits_from(registry.settings), segmented)
+    return [reason.as_dict() for reason in reasons], cards
+
+
 @app.task(bind=True, base=FailsSessionTask, name=names.AGGREGATE_TASK)
 def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], photo_id: int) -> dict[str, Any]:
-    """Write all counts of a photo in one transaction. Safe to run twice."""
+    """Write all counts of a photo, its plausibility doubts and provenance, in one transaction. Safe to run twice."""
     results = sorted(results or [], key=lambda r: int(r["region_index"]))
+    since = datetime.now(UTC)
     try:
         faults.inject("db.write_counts", str(photo_id))
-        with db_session() as db:
-            summary = _summary(repository.write_counts(db, photo_id=photo_id, results=results), photo_id,
-                               len(results))
+        with metrics.stage("aggregation"), db_session() as db:
+            doubts, cards = _judge(db, photo_id, results)
+            session = repository.write_counts(db, photo_id=photo_id, results=results, doubts=doubts,
+                                              model_cards=cards)
+            summary = _summary(session, photo_id, len(results))
+            finished_at, created_at = session.finished_at, session.created_at
+        _count_finished(summary, finished_at, created_at, since)
+        if doubts:
+            log.warning("photo count doubtful", doubts=[d["message"] for d in doubts], model_cards=cards)
     except IntegrityError:
         # Another delivery of this callback committed first; its rows stand.
         with db_session() as db:

@@ -11,6 +11,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from app.config import get_settings
 from app.deadletter import record as deadletter
 from app.errors import TRANSIENT_ERRORS, PermanentError
+from app.observability import metrics
 from app.observability.logging import get_logger
 from app.observability.signals import photo_id_of
 
@@ -63,4 +64,6 @@ class FailsSessionTask(PipelineTask):
         photo_id = photo_id_of(self, args, kwargs)
         if photo_id is not None:
             with db_session() as db:
-                repository.fail_session(db, photo_id=photo_id, reason=f"{type(exc).__name__}: {exc}")
+                ended = repository.fail_session(db, photo_id=photo_id, reason=f"{type(exc).__name__}: {exc}")
+            if ended:
+                metrics.photo_finished("failed", None, None)

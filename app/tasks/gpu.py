@@ -19,8 +19,10 @@ from app.db.session import db_session
 from app.deadletter import record as deadletter
 from app.errors import TRANSIENT_ERRORS
 from app.ml.images import decode_rgb
-from app.ml.pipeline import count_region, find_regions, region_result
+from app.ml.pipeline import choose_regions, count_region, region_result
+from app.ml.plausibility import plant_like_count
 from app.ml.registry import get_registry
+from app.observability import metrics
 from app.observability.logging import get_logger
 from app.storage import get_storage
 from app.tasks.base import FailsSessionTask, PipelineTask
@@ -50,7 +52,9 @@ class PhotoCache:
         with db_session() as db:
             key = repository.get_photo(db, photo_id=photo_id).storage_key
         faults.inject("storage.get", key)
-        image = decode_rgb(get_storage().get(key))
+        data = get_storage().get(key)
+        with metrics.stage("decode"):
+            image = decode_rgb(data)
         log.info("photo loaded", photo_id=photo_id, width=image.shape[1], height=image.shape[0])
         return image
 
@@ -81,12 +85,20 @@ def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | 
 
 
 def _segment(photo_id: int) -> list[dict[str, Any]]:
-    """Find and save the photo's regions; their JSON documents for the chord."""
-    proposals = find_regions(photo_cache.get(photo_id), get_registry())
+    """Find (REGION_MODE, or the upload's own `region_mode`/`regions`) and save the photo's regions;
+    their JSON documents for the chord."""
+    registry = get_registry()
     with db_session() as db:
-        regions = repository.save_regions(db, photo_id=photo_id, proposals=proposals)
+        metadata = repository.get_photo(db, photo_id=photo_id).metadata_json or {}
+    mode = metadata.get("region_mode") or registry.settings.region_mode
+    image = photo_cache.get(photo_id)
+    with metrics.stage("segmentation"):  # or the regions the upload supplied: then only checked
+        proposals, found_by = choose_regions(image, registry, mode, metadata.get("regions"))
+    with db_session() as db:
+        regions = repository.save_regions(db, photo_id=photo_id, proposals=proposals, region_mode=found_by)
         region_docs = [{"index": r.region_index, "bbox": list(r.bbox), "class_name": r.class_name} for r in regions]
-    log.info("photo segmented", regions=len(region_docs), classes=[r["class_name"] for r in region_docs])
+    log.info("photo segmented", regions=len(region_docs), classes=[r["class_name"] for r in region_docs],
+             region_mode=found_by)
     return region_docs
 
 
@@ -97,8 +109,10 @@ def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> 
     index = int(region["index"])
     try:
         faults.inject("ml.count_region", f"{photo_id}:{index}")
-        detections = count_region(photo_cache.get(photo_id), tuple(region["bbox"]), get_registry())
-        result = region_result(index, detections)
+        image = photo_cache.get(photo_id)
+        with metrics.stage("detection"):
+            detections = count_region(image, tuple(region["bbox"]), get_registry())
+        result = region_result(index, detections, plant_like_count(image, detections.boxes))
         with db_session() as db:
             done, total = repository.record_region_progress(
                 db, photo_id=photo_id, region_index=index, count=result["count"],

@@ -16,6 +16,7 @@ from app.db import repository
 from app.db.models import DeadLetter, utcnow
 from app.db.session import db_session
 from app.deadletter import record as deadletter
+from app.observability import metrics
 from app.observability.logging import get_logger
 from app.tasks.base import PipelineTask
 
@@ -31,9 +32,10 @@ def sweep_stale_sessions(self: PipelineTask, max_age_seconds: int | None = None)
     with db_session() as db:
         for session in repository.stale_sessions(db, older_than=cutoff):
             reason = f"stuck in {session.status} for more than {max_age} s"
-            repository.fail_session(db, photo_id=session.photo_id, reason=reason)
-            swept.append((session.photo_id, reason, session.correlation_id))
+            if repository.fail_session(db, photo_id=session.photo_id, reason=reason):
+                swept.append((session.photo_id, reason, session.correlation_id))
     for photo_id, reason, correlation_id in swept:
+        metrics.photo_finished("failed", None, None)
         deadletter.record_stale(app, photo_id=photo_id, reason=reason, correlation_id=correlation_id)
     photo_ids = [photo_id for photo_id, _, _ in swept]
     log.info("stale sessions swept", swept=len(photo_ids), photo_ids=photo_ids)

@@ -24,6 +24,7 @@ def process_info(self: PipelineTask) -> dict[str, Any]:
         "hostname": self.request.hostname,
         "queue": (self.request.delivery_info or {}).get("routing_key"),
         "rss_kb": psutil.Process().memory_info().rss // 1024,
+        "models_loaded": [name for name in ("torch", "cv2", "ultralytics") if name in sys.modules],
         "cuda_available": cuda,
         "cuda_initialized": bool(cuda and torch is not None and torch.cuda.is_initialized()),
     }

@@ -43,3 +43,8 @@ def jpeg_padded(size: int) -> bytes:
     """A real JPEG followed by padding up to `size` bytes (decoders ignore what follows the image)."""
     data = blank_jpeg(64, 48)
     return data + bytes(max(0, size - len(data)))
+
+
+def panorama_jpeg(width: int = 9600, height: int = 800) -> bytes:
+    """A 12:1 strip, as a phone's panorama of several benches."""
+    return blank_jpeg(width, height)

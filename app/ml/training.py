@@ -325,7 +325,7 @@ def _export(weights: Path, imgsz: int, progress: Progress) -> str | None:
     except Exception as exc:  # an export is a convenience: the workers build it themselves on first load
         progress(f"runtime export skipped: {exc}")
         return None
-    return target.name
+    return str(target.relative_to(weights.parent)) if target.is_relative_to(weights.parent) else str(target)
 
 
 def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progress) -> TrainResult:

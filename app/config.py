@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     detection_weights: str = str(PROJECT_ROOT / "models" / "plant_det.pt")
     # Model class name -> region class stored in the database; unmapped classes keep their name.
     segmentation_class_map: dict[str, str] = Field(default_factory=lambda: {"tray": "tray", "segment": "segment"})
+    # A trained model directory (`demeter train`) by name, under TRAINED_MODELS_DIR: its weights replace
+    # DETECTION_WEIGHTS and its card's threshold and slicing are used unless set here. Empty: the model chosen
+    # with `demeter models use` (TRAINED_MODELS_DIR/ACTIVE), else DETECTION_WEIGHTS. Read at worker start.
+    detection_model: str = ""
+    trained_models_dir: Path = PROJECT_ROOT / "models" / "trained"
+    # Detector classes that are counted as plants; a model may also learn e.g. `empty_cell` or `weed`.
+    detection_count_classes: list[str] = Field(default_factory=lambda: ["plant"])
     device: str = "auto"  # "auto" picks cuda:0 when available, else cpu
     segmentation_imgsz: int = 512
     segmentation_confidence: float = 0.25

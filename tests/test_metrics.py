@@ -48,7 +48,9 @@ def _finished(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> 
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return _samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+    """The worker's samples; {} for a failed scrape (the waits below try again, as Prometheus would)."""
+    response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    return _samples(response.text) if response.status_code == 200 else {}
 
 
 def _wait_for(check: Any, timeout: float = 120.0) -> None:

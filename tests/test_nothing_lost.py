@@ -383,3 +383,32 @@ def test_two_sweeps_at_once_fail_a_stuck_photo_once(isolated_broker: IsolatedBro
     assert sorted(photo_id in result for result in results) == [False, True]
     assert wait_final(photo_id).status == "failed"
     assert [letter.exception_type for letter in _dead_letters([photo_id])] == ["StaleSession"]
+
+
+def test_the_reconciler_gives_up_after_its_attempts_with_a_dead_letter(isolated_broker: IsolatedBroker) -> None:
+    """A photo whose work keeps vanishing (its queue emptied after each re-enqueue, as a broker that loses
+    it every time) is re-enqueued RECONCILE_MAX_ATTEMPTS (3) times, then failed and dead-lettered as
+    `WorkLost`. The grace is passed as 0 s instead of RECONCILE_GRACE_SECONDS=30, the only change."""
+    from app.storage import get_storage, new_key
+
+    isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"])
+    isolated_broker.wait_ready(["cpu"])
+    key = new_key("original", "jpg")
+    get_storage().put(key, synthetic_jpeg(9596, **SMALL), "image/jpeg")
+    with db_session() as db:
+        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
+                                           size_bytes=1, correlation_id="lost-every-time")
+        photo_id = photo.id
+    client = _redis(isolated_broker)
+
+    outcomes = []
+    for _ in range(4):
+        outcomes.append(isolated_broker.send(names.RECONCILE_TASK, "cpu", [0]).get(timeout=120))
+        client.delete(*[key for key in client.keys("gpu_queue_0*") if client.type(key) == b"list"] or ["-"])
+        time.sleep(1.1)  # the next look sees the session unchanged for longer than the grace
+
+    assert [photo_id in o["requeued"] for o in outcomes] == [True, True, True, False]
+    assert photo_id in outcomes[3]["given_up"]
+    session = wait_final(photo_id)
+    assert session.status == "failed" and "lost 3 times" in (session.error or "")
+    assert [letter.exception_type for letter in _dead_letters([photo_id])] == ["WorkLost"]

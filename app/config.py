@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
     visibility_timeout: int = 3600  # seconds; must exceed the longest task
+    # RabbitMQ only (BROKER_URL=amqp://...; app/topology.py, README "Choosing a broker").
+    broker_queue_type: Literal["classic", "quorum"] = "classic"  # quorum: replicated, no priorities on 3.x
+    broker_delivery_limit: int = 5  # quorum queues: deliveries of one message before RabbitMQ dead-letters it
+    broker_heartbeat: float = 60.0  # seconds; AMQP heartbeat of the API and the prefork/gevent workers
+    # The server's consumer_timeout (rabbitmq.conf, 30 min by default): a task, or a retry countdown held
+    # by a worker, must end within it or RabbitMQ closes the channel and the task runs again.
+    broker_consumer_timeout: int = 1800
+    longest_task_seconds: int = 600  # the longest a task (a photo of the largest size) runs; checked against it
+    broker_publish_timeout: float = 5.0  # seconds an upload waits for the broker to confirm its task
+    flower_broker_api: str = ""  # RabbitMQ management API for Flower's queue lengths, http://user:pw@host:15672/api/
     db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
 
     # Storage.

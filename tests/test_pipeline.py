@@ -1,7 +1,8 @@
-"""Photo in, rows out: the spine on real Redis, PostgreSQL and worker processes."""
+"""Photo in, rows out: the spine on the real broker (Redis or RabbitMQ), PostgreSQL and worker processes."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from app.celery_app import app as celery
@@ -10,6 +11,8 @@ from app.db.session import db_session
 from app.intake import submit_photo
 from tests.utils.photos import blank_jpeg, synthetic, synthetic_jpeg, wait_final
 from tests.utils.processes import WorkerSet
+
+pytestmark = pytest.mark.broker
 
 COUNT_TOLERANCE = 0.08  # a single photo may be off by at most 8% (the models' target)
 

@@ -28,6 +28,7 @@ from app.deadletter.replay import replay
 from app.errors import ReplayRefused
 from app.intake import choose_gpu_queue, enqueue, submit_photo
 from app.storage import get_storage, new_key
+from tests.conftest import TEST_BROKER
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import IsolatedBroker
 from tests.utils.proxy import TcpProxy
@@ -96,6 +97,7 @@ def retry_times(log: list[dict], task_id: str) -> list[datetime]:
     return [datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")) for line in marks]
 
 
+@pytest.mark.broker
 def test_storage_failing_twice_completes_after_two_documented_backoffs(
     isolated_broker: IsolatedBroker, faults: Faults
 ) -> None:
@@ -125,6 +127,7 @@ def _submit_corrupt(broker: IsolatedBroker) -> tuple[int, str, str]:
     return photo_id, key, task_id
 
 
+@pytest.mark.broker
 def test_corrupt_photo_is_one_dead_letter_and_replays_once_fixed(
     isolated_broker: IsolatedBroker, faults: Faults
 ) -> None:
@@ -150,6 +153,7 @@ def test_corrupt_photo_is_one_dead_letter_and_replays_once_fixed(
     assert len(movements_of(bad_id)) == (wait_final(bad_id).regions_total or 0)
 
 
+@pytest.mark.broker
 def test_region_failing_for_good_leaves_a_warning_and_replays_into_the_session(
     isolated_broker: IsolatedBroker, faults: Faults
 ) -> None:
@@ -185,6 +189,7 @@ def _wait_for_log(broker: IsolatedBroker, name: str, needle: str, timeout: float
     raise TimeoutError(f"no {needle!r} in the {name} worker's log")
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_worker_stopped_in_the_middle_of_a_child_task(
     isolated_broker: IsolatedBroker, faults: Faults, sig: signal.Signals
@@ -320,3 +325,20 @@ def test_stale_session_is_swept_and_dead_lettered(isolated_broker: IsolatedBroke
     replay(letter.id, isolated_broker.app)
     assert assert_accounted_once(photo_id).status == "completed"
 
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(TEST_BROKER != "amqp", reason="AMQP heartbeats: Redis connections have none")
+def test_a_task_longer_than_the_heartbeat_interval_runs_once(isolated_broker: IsolatedBroker, faults: Faults) -> None:
+    # A 2 s heartbeat: RabbitMQ drops a connection that misses two. The solo GPU worker cannot send heartbeats
+    # while a region takes 8 s, so it must negotiate none (app/topology.py, solo_worker_options).
+    start_workers(isolated_broker, faults, gpu_env={"BROKER_HEARTBEAT": "2"}, cpu_env={"BROKER_HEARTBEAT": "2"})
+    submission = submit_photo(synthetic_jpeg(9370, **SMALL), celery=isolated_broker.app)
+    faults.set({"ml.count_region": {"delay": 8.0, "keys": [f"{submission.photo_id}:0"]}})
+
+    assert assert_accounted_once(submission.photo_id).status == "completed"
+
+    log = isolated_broker.workers.logs("gpu")
+    started = [line["task_id"] for line in log if line.get("event") == "task started" and line.get("task_id")]
+    assert started and len(started) == len(set(started)), "a task ran twice"
+    assert not any("missed heartbeats" in str(line) or "Connection to broker lost" in str(line) for line in log)

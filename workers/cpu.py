@@ -18,7 +18,7 @@ from app.celery_app import app
 from app.config import get_settings
 from app.names import CPU_QUEUE
 from workers.priority import lower_priority
-from workers.queues import import_tasks_for
+from workers.queues import import_tasks_for, refuse_short_consumer_timeout
 
 
 @worker_process_init.connect
@@ -46,6 +46,7 @@ def argv(extra: list[str]) -> list[str]:
 
 
 def main() -> None:
+    refuse_short_consumer_timeout(get_settings())
     lower_priority(get_settings().background_cpu_priority)
     args = argv(sys.argv[1:])
     import_tasks_for(app, args)

@@ -19,7 +19,8 @@ from app.config import get_settings
 from app.ml.registry import get_registry
 from app.names import gpu_queue
 from app.observability.logging import configure_logging, get_logger
-from workers.queues import import_tasks_for
+from app.topology import solo_worker_options
+from workers.queues import import_tasks_for, refuse_short_consumer_timeout
 from workers.recycling import RecyclePolicy, install
 
 log = get_logger("workers.gpu")
@@ -57,6 +58,8 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     install(RecyclePolicy(settings.gpu_max_tasks_per_child, settings.gpu_max_memory_per_child_kb,
                           settings.gpu_max_cuda_memory_mb))
+    refuse_short_consumer_timeout(settings)
+    app.conf.update(solo_worker_options(settings))  # RabbitMQ: no heartbeats a solo pool cannot send
     args = argv(settings.gpu_index, sys.argv[1:])
     import_tasks_for(app, args)
     app.worker_main(args)

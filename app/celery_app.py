@@ -18,6 +18,7 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import worker_init
 
 from app import names, topology
 from app.config import Settings, get_settings
@@ -37,6 +38,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     names.SWEEP_TASK: {"queue": CPU_QUEUE},
     names.DEAD_LETTER_REPORT_TASK: {"queue": CPU_QUEUE},
     names.CLEANUP_TASK: {"queue": CPU_QUEUE},
+    names.BROKER_DEAD_LETTER_TASK: {"queue": CPU_QUEUE},
     names.RENDER_TASK: {"queue": IO_QUEUE},
     "celery.chord_unlock": {"queue": CPU_QUEUE},
 }
@@ -66,6 +68,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "sweep-stale-sessions": {"task": names.SWEEP_TASK, "schedule": settings.sweep_interval_seconds},
         "dead-letter-report": {"task": names.DEAD_LETTER_REPORT_TASK, "schedule": 3600.0},
         "cleanup-temporary-files": {"task": names.CLEANUP_TASK, "schedule": crontab(0, 3)},
+        **topology.beat_schedule(settings),
     }
 
 
@@ -137,5 +140,10 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@worker_init.connect
+def _declare_topology(**_: Any) -> None:
+    topology.declare(app)  # RabbitMQ: the dead-letter route exists before anything is rejected
 
 from app.observability import signals as _signals  # noqa: E402,F401  (connects the worker and publish hooks)

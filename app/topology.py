@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from celery import Task
+from celery import Celery, Task
 from kombu import Exchange, Queue
 
 from app import names
@@ -176,3 +176,53 @@ def consumer_timeout_problem(settings: Settings) -> str | None:
     return (f"a delivery may stay unacknowledged for {hold} s (LONGEST_TASK_SECONDS, or the last retry "
             f"countdown) but RabbitMQ's consumer_timeout is {settings.broker_consumer_timeout} s "
             f"(BROKER_CONSUMER_TIMEOUT): raise consumer_timeout in rabbitmq.conf, then BROKER_CONSUMER_TIMEOUT")
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Periodic tasks that only RabbitMQ needs: record its dead letters every 30 s ({} elsewhere)."""
+    if broker_kind(settings.broker_url_resolved) != "amqp":
+        return {}
+    return {"record-broker-dead-letters": {"task": names.BROKER_DEAD_LETTER_TASK, "schedule": 30.0}}
+
+
+def publish_options(settings: Settings) -> dict[str, Any]:
+    """How an upload publishes its photo task (Celery `send_task` options).
+
+    RabbitMQ: one attempt with publisher confirms (amqp_transport_options), waiting at most
+    BROKER_PUBLISH_TIMEOUT for the broker to write the frame and confirm it. Not retried: a publish
+    that timed out may still be delivered (a memory or disk alarm blocks publishers, then lets the
+    buffered message through), and a retry would queue a second copy. Redis and the embedded broker:
+    a couple of quick retries on connection errors, as before (a Redis LPUSH either happened or not).
+    """
+    if broker_kind(settings.broker_url_resolved) == "amqp":
+        return {"retry": False, "timeout": settings.broker_publish_timeout,
+                "confirm_timeout": settings.broker_publish_timeout}
+    return {"retry": True, "retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5}}
+
+
+def publish_outcome_unknown(exc: BaseException, settings: Settings) -> bool:
+    """Whether a failed publish may still have reached the broker: on RabbitMQ, a timeout once the
+    connection was open (the message may sit in the broker's socket buffer). A refused connection or a
+    nack means nothing was queued."""
+    if broker_kind(settings.broker_url_resolved) != "amqp":
+        return False
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or "timed out" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def declare(celery: Celery) -> None:
+    """Declare every exchange and queue of `celery.conf.task_queues` on RabbitMQ (no-op elsewhere).
+
+    Workers do this at start (app/celery_app.py): a worker declares only the queues it consumes, but the
+    dead-letter exchange and `broker_dead_letter` must exist before RabbitMQ dead-letters anything, or
+    it drops the message. A queue that exists with other arguments raises a 406 (`demeter broker check`)."""
+    if broker_kind(str(celery.conf.broker_url)) != "amqp":
+        return
+    with celery.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in celery.conf.task_queues:
+            queue(channel).declare()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 from sqlalchemy import create_engine, text
@@ -71,3 +74,23 @@ def amqp_queue_messages(vhost: str, queue: str) -> int:
         if len(parts) == 2 and parts[0] == queue:
             return int(parts[1])
     return 0
+
+
+@contextmanager
+def rabbitmq_memory_alarm(timeout: float = 15.0) -> Iterator[None]:
+    """Raise a memory alarm on the whole RabbitMQ node (it blocks every publishing connection), and restore
+    the node's watermark on the way out, whatever happens. Keep the block short: other users share the node."""
+    previous = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
+    try:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
+        deadline = time.monotonic() + timeout
+        while "memory" not in rabbitmqctl("eval", "rabbit_alarm:get_alarms()."):
+            if time.monotonic() > deadline:
+                raise TimeoutError("RabbitMQ raised no memory alarm")
+            time.sleep(0.2)
+        yield
+    finally:
+        if previous.startswith("{absolute,"):
+            rabbitmqctl("set_vm_memory_high_watermark", "absolute", previous.strip("{}").split(",")[1])
+        else:
+            rabbitmqctl("set_vm_memory_high_watermark", previous or "0.4")

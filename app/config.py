@@ -41,7 +41,6 @@ class Settings(BaseSettings):
     broker_consumer_timeout: int = 1800
     longest_task_seconds: int = 600  # the longest a task (a photo of the largest size) runs; checked against it
     broker_publish_timeout: float = 5.0  # seconds an upload waits for the broker to confirm its task
-    flower_broker_api: str = ""  # RabbitMQ management API for Flower's queue lengths, http://user:pw@host:15672/api/
     db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
 
     # Storage.
@@ -121,6 +120,8 @@ class Settings(BaseSettings):
     flower_basic_auth: str = ""  # "user:password[,user2:password2]"; required unless FLOWER_ALLOW_NO_AUTH=true
     flower_allow_no_auth: bool = False  # local use only; never honoured when ENVIRONMENT=production
     flower_db: Path | None = None  # persistent state file; default DATA_DIR/flower/flower.db
+    # RabbitMQ management API Flower reads queue lengths from, http://user:pw@host:15672/api/ (kept out of argv).
+    flower_broker_api: str = ""
     flower_state_save_interval_ms: int = 60_000  # also saved on shutdown; a crash loses at most this much
 
     @field_validator("data_dir")

@@ -66,6 +66,20 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from app import broker
+    from app.celery_app import app as celery
+
+    if args.action == "migrate":
+        for queue, count in broker.migrate(celery).items():
+            print(f"{queue}: redeclared, {count} messages kept")
+    problems = broker.check(celery)
+    for problem in problems:
+        print(problem)
+    print("broker topology: " + ("MISMATCH" if problems else "ok"))
+    return 1 if problems else 0
+
+
 def _cmd_logs(args: argparse.Namespace) -> int:
     from app.observability.follow import follow
 
@@ -124,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("id", type=int, nargs="?")
     purge.add_argument("--older-than", type=float, help="days")
     dlq.set_defaults(func=_cmd_dlq)
+
+    broker = sub.add_parser("broker", help="the broker's queues against the declared topology")
+    broker.add_argument("action", choices=["check", "migrate"],
+                        help="check: name every mismatch (exit 1 if any); migrate: redeclare, keeping messages")
+    broker.set_defaults(func=_cmd_broker)
 
     logs = sub.add_parser("logs", help="print the JSON log lines of one correlation id")
     logs.add_argument("--correlation-id", required=True)

@@ -19,9 +19,9 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
-from kombu import Queue
+from celery.signals import worker_init
 
-from app import names
+from app import names, topology
 from app.config import Settings, get_settings
 from app.names import CPU_QUEUE, DEAD_LETTER_QUEUE, IO_QUEUE, gpu_queue, is_gpu_queue
 
@@ -29,22 +29,18 @@ from app.names import CPU_QUEUE, DEAD_LETTER_QUEUE, IO_QUEUE, gpu_queue, is_gpu_
 # the API picks the photo's GPU queue when it publishes (app/intake.py, GpuQueuePicker: round-robin
 # over the GPU queues that have a live worker), and a photo's region tasks follow their parent's queue.
 #
-# On Redis, a worker takes a queue's messages by priority, the lowest number first (kombu polls the
-# levels 0, 3, 6, 9 in that order). A GPU queue serves region tasks before new photos: a photo's regions
-# are counted while its decoded image is still in the worker's cache, and a photo is finished before
-# the next one starts. (The filesystem broker of the embedded mode ignores priorities.)
-REGION_PRIORITY = 0
-PHOTO_PRIORITY = 6
-
-TASK_ROUTES: dict[str, dict[str, str | int]] = {
-    names.PARENT_TASK: {"queue": gpu_queue(0), "priority": PHOTO_PRIORITY},
-    names.CHILD_TASK: {"queue": gpu_queue(0), "priority": REGION_PRIORITY},
+# A GPU queue serves region tasks before new photos: the priority each broker needs for that is added
+# by app/topology.py (Redis serves the lowest number first, RabbitMQ the highest, quorum queues none).
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    names.PARENT_TASK: {"queue": gpu_queue(0)},
+    names.CHILD_TASK: {"queue": gpu_queue(0)},
     names.AGGREGATE_TASK: {"queue": CPU_QUEUE},
     names.AGGREGATE_REGION_TASK: {"queue": CPU_QUEUE},
     names.SWEEP_TASK: {"queue": CPU_QUEUE},
     names.RECONCILE_TASK: {"queue": CPU_QUEUE},
     names.DEAD_LETTER_REPORT_TASK: {"queue": CPU_QUEUE},
     names.CLEANUP_TASK: {"queue": CPU_QUEUE},
+    names.BROKER_DEAD_LETTER_TASK: {"queue": CPU_QUEUE},
     names.RENDER_TASK: {"queue": IO_QUEUE},
     "celery.chord_unlock": {"queue": CPU_QUEUE},
 }
@@ -75,10 +71,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "reconcile-unfinished": {"task": names.RECONCILE_TASK, "schedule": settings.reconcile_interval_seconds},
         "dead-letter-report": {"task": names.DEAD_LETTER_REPORT_TASK, "schedule": 3600.0},
         "cleanup-temporary-files": {"task": names.CLEANUP_TASK, "schedule": crontab(0, 3)},
+        **topology.beat_schedule(settings),
     }
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
+    if topology.broker_kind(settings.broker_url_resolved) == "amqp":
+        return topology.amqp_transport_options(settings)
     options: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout,
         # Redis: look for messages of dead workers every few seconds, not every 100 s (kombu's
@@ -113,9 +112,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "task_queues": [Queue(name, routing_key=name) for name in queues],
+        "task_queues": topology.declared_queues(queues, settings),
         "task_default_queue": CPU_QUEUE,
-        "task_routes": TASK_ROUTES,
+        "task_routes": topology.task_routes(TASK_ROUTES, settings),
+        **topology.amqp_celery_options(settings),
         # A task is acknowledged only when it has finished, and a task whose worker
         # died is redelivered: nothing is lost, so every side effect is idempotent.
         "task_acks_late": True,
@@ -158,5 +158,10 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@worker_init.connect
+def _declare_topology(**_: Any) -> None:
+    topology.declare(app)  # RabbitMQ: the dead-letter route exists before anything is rejected
 
 from app.observability import signals as _signals  # noqa: E402,F401  (connects the worker and publish hooks)

@@ -214,6 +214,20 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from app import broker
+    from app.celery_app import app as celery
+
+    if args.action == "migrate":
+        for queue, count in broker.migrate(celery).items():
+            print(f"{queue}: redeclared, {count} messages kept")
+    problems = broker.check(celery)
+    for problem in problems:
+        print(problem)
+    print("broker topology: " + ("MISMATCH" if problems else "ok"))
+    return 1 if problems else 0
+
+
 def _cmd_logs(args: argparse.Namespace) -> int:
     from app.observability.follow import follow
 
@@ -390,6 +404,14 @@ def _add_dlq(sub: argparse._SubParsersAction) -> None:
     dlq.set_defaults(func=_cmd_dlq)
 
 
+
+def _add_broker(sub: argparse._SubParsersAction) -> None:
+    broker = _parser(sub, "broker", "compare the broker's live queues with the declared topology (app/topology.py)")
+    broker.add_argument("action", choices=["check", "migrate"],
+                        help="check: name every mismatch (exit 1 if any); migrate: redeclare the queues with the "
+                             "declared arguments, keeping their messages (stop the workers first)")
+    broker.set_defaults(func=_cmd_broker)
+
 def _add_keys(sub: argparse._SubParsersAction) -> None:
     from app.keys_cli import add_parser as add_keys_parser
 
@@ -429,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=_cmd_migrate)
     _add_api(sub)
     _add_dlq(sub)
+    _add_broker(sub)
     _add_keys(sub)
     _add_logs(sub)
     _add_config(sub)

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
     result_expires_seconds: int = 3600  # task results (parent, aggregation) kept this long in the result backend
     # The longest a task is expected to run (seconds): not enforced, only checked against VISIBILITY_TIMEOUT.
     longest_task_seconds: int = 600
+    # RabbitMQ only (BROKER_URL=amqp://...; app/topology.py, README "Choosing a broker").
+    broker_queue_type: Literal["classic", "quorum"] = "classic"  # quorum: replicated, no priorities on 3.x
+    broker_delivery_limit: int = 5  # quorum queues: deliveries of one message before RabbitMQ dead-letters it
+    broker_heartbeat: float = 60.0  # seconds; AMQP heartbeat of the API and the prefork/gevent workers
+    # The server's consumer_timeout (rabbitmq.conf, 30 min by default): a task, or a retry countdown held
+    # by a worker, must end within it or RabbitMQ closes the channel and the task runs again.
+    broker_consumer_timeout: int = 1800
+    broker_publish_timeout: float = 5.0  # seconds an upload waits for the broker to confirm its task
     db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
 
     # Storage.
@@ -187,6 +195,8 @@ class Settings(BaseSettings):
     flower_basic_auth: str = ""  # "user:password[,user2:password2]"; required unless FLOWER_ALLOW_NO_AUTH=true
     flower_allow_no_auth: bool = False  # local use only; never honoured when ENVIRONMENT=production
     flower_db: Path | None = None  # persistent state file; default DATA_DIR/flower/flower.db
+    # RabbitMQ management API Flower reads queue lengths from, http://user:pw@host:15672/api/ (kept out of argv).
+    flower_broker_api: str = ""
     flower_state_save_interval_ms: int = 60_000  # also saved on shutdown; a crash loses at most this much
 
     @field_validator("data_dir")

@@ -2,7 +2,8 @@
 
 Used by the HTTP API and by the CLI alike. Rows are committed before the task is
 published (a worker never races its row), and a failed publish removes the rows and
-the stored file again, so a broker outage leaves no half-created session.
+the stored file again, so a broker outage leaves no half-created session. On RabbitMQ a publish
+that timed out may still be delivered: its rows are kept instead (app/topology.py, publish_options).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app import names
+from app import names, topology
 from app.config import DuplicateAction, Settings, get_settings
 from app.db import repository
 from app.db.models import DEFAULT_TENANT, Photo, utcnow
@@ -164,8 +165,13 @@ def submit_photo(
     try:
         task_id = enqueue(photo_id, cid, queue, celery)
     except Exception as exc:
-        _forget(photo_id, key)
-        raise BrokerUnavailable(f"could not queue photo {photo_id}: {exc}") from exc
+        if not _outcome_unknown(exc, celery):
+            _forget(photo_id, key)
+            raise BrokerUnavailable(f"could not queue photo {photo_id}: {exc}") from exc
+        # The task may still arrive (RabbitMQ let the blocked publish through later): keep the rows, so it
+        # never runs for a deleted photo; the session stays pending without a task id until it does.
+        log.warning("photo publish outcome unknown; rows kept", photo_id=photo_id, queue=queue, error=str(exc))
+        raise BrokerUnavailable(f"photo {photo_id} may not be queued: {exc}") from exc
     metrics.PHOTOS_SUBMITTED.inc()
     log.info("photo submitted", photo_id=photo_id, photo_uuid=photo_uuid, task_id=task_id, queue=queue,
              correlation_id=cid, duplicate_of=duplicate_of)
@@ -191,14 +197,43 @@ def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None) -
     """Publish ml_parent_task for a stored photo and note the task id on its session."""
     from app.celery_app import app as default_app
 
-    result = (celery or default_app).send_task(
-        names.PARENT_TASK, args=[photo_id], kwargs={"correlation_id": cid}, queue=queue,
-        headers={correlation.MESSAGE_HEADER: cid}, retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-    )
+    app = celery or default_app
+    settings = _settings_of(app)
+    options: dict[str, Any] = {"args": [photo_id], "kwargs": {"correlation_id": cid}, "queue": queue,
+                               "headers": {correlation.MESSAGE_HEADER: cid}, **topology.publish_options(settings)}
+    if topology.broker_kind(settings.broker_url_resolved) == "amqp":
+        result = _send_on_own_connection(app, options)
+    else:
+        result = app.send_task(names.PARENT_TASK, **options)
     with db_session() as db:
         repository.get_session(db, photo_id=photo_id).task_id = result.id
     return str(result.id)
+
+
+def _send_on_own_connection(app: Celery, options: dict[str, Any]) -> Any:
+    """Publish the photo task on a connection of its own (RabbitMQ). A failed publish drops its connection
+    without the closing handshake, which a broker that blocks publishers (a memory alarm) never answers,
+    and which may still receive the late confirm of this message."""
+    connection = app.connection_for_write()
+    try:
+        result = app.send_task(names.PARENT_TASK, connection=connection, **options)
+    except BaseException:
+        connection.collect()
+        raise
+    connection.release()
+    return result
+
+
+def _outcome_unknown(exc: BaseException, celery: Celery | None) -> bool:
+    """Whether the failed publish may still be delivered (a RabbitMQ publish that timed out)."""
+    from app.celery_app import app as default_app
+
+    return topology.publish_outcome_unknown(exc, _settings_of(celery or default_app))
+
+
+def _settings_of(app: Celery) -> Settings:
+    """The settings, with the broker of `app` (a test or tool may publish through another broker)."""
+    return get_settings().model_copy(update={"broker_url": str(app.conf.broker_url)})
 
 
 def _forget(photo_id: int, key: str) -> None:

@@ -24,6 +24,7 @@ SWEEP_TASK = "app.tasks.maintenance.sweep_stale_sessions"
 RECONCILE_TASK = "app.tasks.maintenance.reconcile_unfinished"
 DEAD_LETTER_REPORT_TASK = "app.tasks.maintenance.dead_letter_report"
 CLEANUP_TASK = "app.tasks.maintenance.cleanup_temporary_files"
+BROKER_DEAD_LETTER_TASK = "app.tasks.maintenance.record_broker_dead_letters"
 # io worker (app/tasks/io.py).
 RENDER_TASK = "app.tasks.io.render_annotated"
 # Every worker (app/tasks/probes.py).

@@ -4,6 +4,12 @@ The environment is set here, before any `app` module reads its settings. Tests u
 tests/unit need no service at all. Every other test session gets its own PostgreSQL
 database and its own Redis database numbers, and starts the GPU (solo) and CPU workers
 as subprocesses, exactly as production does.
+
+The broker: TEST_BROKER=redis (default) or amqp. With amqp, the session's broker is a fresh
+virtual host on the machine's RabbitMQ (TEST_AMQP_URL, guest/guest on 127.0.0.1 by default),
+and the isolated tests get a second one; BROKER_QUEUE_TYPE=quorum passes through to test quorum
+queues. The result backend stays on Redis either way. Tests marked `broker` are the ones whose
+behaviour depends on the broker; CI runs them on both (scripts/test.sh).
 """
 
 from __future__ import annotations
@@ -25,13 +31,20 @@ RESULT_DB = BROKER_DB + 1
 # Tests that start their own workers use another pair, so the session's workers don't steal their tasks.
 ISOLATED_DB = BROKER_DB - 6
 DATA_DIR = Path(tempfile.mkdtemp(prefix="demeter-test-"))
+TEST_BROKER = os.environ.get("TEST_BROKER", "redis")
+AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+VHOST = f"demeter_test_{os.getpid()}"
+ISOLATED_VHOST = f"{VHOST}_isolated"
+if TEST_BROKER not in ("redis", "amqp"):
+    raise RuntimeError(f"TEST_BROKER must be redis or amqp, not {TEST_BROKER!r}")
+BROKER_URL = f"{AMQP}/{VHOST}" if TEST_BROKER == "amqp" else f"{REDIS}/{BROKER_DB}"
 
 os.environ.update(
     {
         "ENVIRONMENT": "test",
         "DATA_DIR": str(DATA_DIR),
         "DATABASE_URL": f"{POSTGRES}/{TEST_DB}",
-        "BROKER_URL": f"{REDIS}/{BROKER_DB}",
+        "BROKER_URL": BROKER_URL,
         "RESULT_BACKEND": f"{REDIS}/{RESULT_DB}",
         "STORAGE_BACKEND": "local",
         "LOG_FORMAT": "json",
@@ -43,7 +56,14 @@ os.environ.update(
 )
 
 from tests.utils.processes import IsolatedBroker, WorkerSet  # noqa: E402
-from tests.utils.services import create_database, drop_database, flush_redis  # noqa: E402
+from tests.utils.services import (  # noqa: E402
+    create_database,
+    create_vhost,
+    delete_vhost,
+    drop_database,
+    empty_vhost,
+    flush_redis,
+)
 
 UNIT_TESTS = Path(__file__).resolve().parent / "unit"
 
@@ -55,10 +75,16 @@ def database() -> Iterator[str]:
 
     create_database(POSTGRES, TEST_DB)
     flush_redis(REDIS, BROKER_DB, RESULT_DB)
+    if TEST_BROKER == "amqp":
+        create_vhost(VHOST)
+        create_vhost(ISOLATED_VHOST)
     upgrade_database()
     yield os.environ["DATABASE_URL"]
     dispose_engine()
     drop_database(POSTGRES, TEST_DB)
+    if TEST_BROKER == "amqp":
+        delete_vhost(VHOST)
+        delete_vhost(ISOLATED_VHOST)
 
 
 @pytest.fixture(autouse=True)
@@ -92,9 +118,17 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+ISOLATED_QUEUES = ["gpu_queue_0", "gpu_queue_1", "cpu", "io", "dead_letter", "broker_dead_letter"]
+
+
 def isolated_broker_urls() -> tuple[str, str]:
+    """An emptied broker and result backend for a test of its own: Redis databases, or a RabbitMQ vhost."""
     flush_redis(REDIS, ISOLATED_DB, ISOLATED_DB + 1)
-    return f"{REDIS}/{ISOLATED_DB}", f"{REDIS}/{ISOLATED_DB + 1}"
+    results = f"{REDIS}/{ISOLATED_DB + 1}"
+    if TEST_BROKER == "amqp":
+        empty_vhost(f"{AMQP}/{ISOLATED_VHOST}", ISOLATED_QUEUES)
+        return f"{AMQP}/{ISOLATED_VHOST}", results
+    return f"{REDIS}/{ISOLATED_DB}", results
 
 
 @pytest.fixture
@@ -103,4 +137,4 @@ def isolated_broker(database: str, tmp_path: Path) -> Iterator[IsolatedBroker]:
     broker = IsolatedBroker(*isolated_broker_urls(), tmp_path)
     yield broker
     broker.close()
-    flush_redis(REDIS, ISOLATED_DB, ISOLATED_DB + 1)
+    isolated_broker_urls()

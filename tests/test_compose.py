@@ -63,7 +63,10 @@ def test_every_service_is_there() -> None:
                 "minio"}
     assert expected <= set(SERVICES)
     assert SERVICES["minio"]["profiles"] == ["s3"]
-    for name in set(SERVICES) - {"minio", "minio-bucket"}:
+    assert SERVICES["rabbitmq"]["profiles"] == ["rabbitmq"]
+    assert SERVICES["rabbitmq"]["image"] == "rabbitmq:3-management"
+    assert "rabbitmq-diagnostics" in SERVICES["rabbitmq"]["healthcheck"]["test"]
+    for name in set(SERVICES) - {"minio", "minio-bucket", "rabbitmq"}:
         assert "profiles" not in SERVICES[name], name
 
 

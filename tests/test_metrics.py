@@ -22,10 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import names
 from app.api.main import create_app
-from app.celery_app import PHOTO_PRIORITY
 from app.config import get_settings
 from app.db import repository
 from app.db.session import db_session
+from app.topology import priority_for
 from tests.utils.flower import free_port
 from tests.utils.processes import IsolatedBroker
 
@@ -122,9 +122,11 @@ def test_worker_metrics_add_up_across_recycled_children_with_constant_labels(iso
 
 def test_the_api_serves_queue_depth_per_queue_and_priority(isolated_broker: IsolatedBroker) -> None:
     settings = get_settings().model_copy(update={"broker_url": isolated_broker.env["BROKER_URL"]})
+    photo, region = priority_for(names.PARENT_TASK, settings), priority_for(names.CHILD_TASK, settings)
+    assert (photo, region) == (6, 0)  # Redis: the lowest number first
     for _ in range(3):  # no worker consumes the isolated GPU queue: they wait there
-        isolated_broker.send(names.PARENT_TASK, names.gpu_queue(0), args=[0], priority=PHOTO_PRIORITY)
-    isolated_broker.send(names.CHILD_TASK, names.gpu_queue(0), args=[{}, 0], priority=0)
+        isolated_broker.send(names.PARENT_TASK, names.gpu_queue(0), args=[0], priority=photo)
+    isolated_broker.send(names.CHILD_TASK, names.gpu_queue(0), args=[{}, 0], priority=region)
 
     response = TestClient(create_app(settings)).get("/metrics")
 

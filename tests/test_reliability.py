@@ -21,16 +21,19 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from app import names
 from app.db import repository
 from app.db.models import DeadLetter, ProcessingSession, Region, StockBatch, StockMovement
 from app.db.session import db_session
 from app.deadletter.replay import replay
-from app.errors import ReplayRefused
+from app.errors import BrokerUnavailable, ReplayRefused
 from app.intake import choose_gpu_queue, enqueue, submit_photo
 from app.storage import get_storage, new_key
+from tests.conftest import TEST_BROKER
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import IsolatedBroker
 from tests.utils.proxy import TcpProxy
+from tests.utils.services import amqp_queue_messages, rabbitmq_memory_alarm
 
 SMALL = {"width": 1024, "height": 768}  # fast photos: reliability, not accuracy, is under test here
 
@@ -108,6 +111,7 @@ def retry_times(log: list[dict], task_id: str) -> list[datetime]:
     return [datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")) for line in marks]
 
 
+@pytest.mark.broker
 def test_storage_failing_twice_completes_after_two_documented_backoffs(
     isolated_broker: IsolatedBroker, faults: Faults
 ) -> None:
@@ -137,6 +141,7 @@ def _submit_corrupt(broker: IsolatedBroker) -> tuple[int, str, str]:
     return photo_id, key, task_id
 
 
+@pytest.mark.broker
 def test_corrupt_photo_is_one_dead_letter_and_replays_once_fixed(
     isolated_broker: IsolatedBroker, faults: Faults
 ) -> None:
@@ -162,6 +167,7 @@ def test_corrupt_photo_is_one_dead_letter_and_replays_once_fixed(
     assert len(movements_of(bad_id)) == (wait_final(bad_id).regions_total or 0)
 
 
+@pytest.mark.broker
 def test_region_failing_for_good_leaves_a_warning_and_replays_into_the_session(
     isolated_broker: IsolatedBroker, faults: Faults
 ) -> None:
@@ -197,6 +203,7 @@ def _wait_for_log(broker: IsolatedBroker, name: str, needle: str, timeout: float
     raise TimeoutError(f"no {needle!r} in the {name} worker's log")
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_worker_stopped_in_the_middle_of_a_child_task(
     isolated_broker: IsolatedBroker, faults: Faults, sig: signal.Signals
@@ -332,3 +339,63 @@ def test_stale_session_is_swept_and_dead_lettered(isolated_broker: IsolatedBroke
     replay(letter.id, isolated_broker.app)
     assert assert_accounted_once(photo_id).status == "completed"
 
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(TEST_BROKER != "amqp", reason="AMQP heartbeats: Redis connections have none")
+def test_a_task_longer_than_the_heartbeat_interval_runs_once(isolated_broker: IsolatedBroker, faults: Faults) -> None:
+    # A 2 s heartbeat: RabbitMQ drops a connection that misses two. The solo GPU worker cannot send heartbeats
+    # while a region takes 8 s, so it must negotiate none (app/topology.py, solo_worker_options).
+    start_workers(isolated_broker, faults, gpu_env={"BROKER_HEARTBEAT": "2"}, cpu_env={"BROKER_HEARTBEAT": "2"})
+    submission = submit_photo(synthetic_jpeg(9370, **SMALL), celery=isolated_broker.app)
+    faults.set({"ml.count_region": {"delay": 8.0, "keys": [f"{submission.photo_id}:0"]}})
+
+    assert assert_accounted_once(submission.photo_id).status == "completed"
+
+    log = isolated_broker.workers.logs("gpu")
+    started = [line["task_id"] for line in log if line.get("event") == "task started" and line.get("task_id")]
+    assert started and len(started) == len(set(started)), "a task ran twice"
+    assert not any("missed heartbeats" in str(line) or "Connection to broker lost" in str(line) for line in log)
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(TEST_BROKER != "amqp", reason="RabbitMQ's own dead-lettering: Redis has none")
+def test_a_message_the_broker_dead_letters_becomes_a_dead_letter_row(isolated_broker: IsolatedBroker) -> None:
+    isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"])
+    isolated_broker.wait_ready(["cpu"])
+    # A task no worker knows is rejected without requeue: RabbitMQ dead-letters it into demeter.dlx.
+    sent = isolated_broker.send("app.tasks.gone.old_task", "cpu", [41, 42])
+
+    deadline, recorded = time.monotonic() + 60, 0
+    while not recorded and time.monotonic() < deadline:
+        recorded = isolated_broker.send(names.BROKER_DEAD_LETTER_TASK, "cpu").get(timeout=60)
+        time.sleep(0.5)
+
+    with db_session() as db:
+        letter = db.scalars(select(DeadLetter).where(DeadLetter.task_id == sent.id)).one()
+    assert recorded == 1
+    assert letter.task_name == "app.tasks.gone.old_task" and letter.args == [41, 42]
+    assert letter.exception_type == "BrokerDeadLetter" and letter.queue == "cpu"
+    assert "rejected" in (letter.exception_message or "")
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(TEST_BROKER != "amqp", reason="RabbitMQ's memory alarm blocks publishers; Redis has none")
+def test_a_memory_alarm_during_upload_answers_503_and_keeps_the_photo(
+    isolated_broker: IsolatedBroker, faults: Faults
+) -> None:
+    vhost = isolated_broker.env["BROKER_URL"].rsplit("/", 1)[1]
+    with rabbitmq_memory_alarm(), pytest.raises(BrokerUnavailable):  # the API answers 503 for this
+        submit_photo(synthetic_jpeg(9380, **SMALL), celery=isolated_broker.app)
+
+    # Never a task for a deleted photo: its rows are kept, whatever became of the blocked publish.
+    with db_session() as db:
+        (session,) = db.scalars(select(ProcessingSession).order_by(ProcessingSession.id.desc()).limit(1))
+        photo_id, task_id = session.photo_id, session.task_id
+    assert session.status == "pending" and task_id is None  # listed as not queued (no task id)
+    time.sleep(2)  # the broker reads the blocked connection's buffer once the alarm is gone
+    queued = amqp_queue_messages(vhost, "gpu_queue_0")
+    assert queued <= 1  # one publish, never retried into copies
+    if queued:  # it did arrive after all: the photo completes
+        start_workers(isolated_broker, faults)
+        assert assert_accounted_once(photo_id).status == "completed"

@@ -7,11 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
-from tests.conftest import isolated_broker_urls
+from tests.conftest import TEST_BROKER, isolated_broker_urls
 from tests.utils.logs import wait_for_lines
 from tests.utils.processes import IsolatedBroker
+from tests.utils.services import amqp_queue_messages
 
 PROCESS_INFO = "app.tasks.maintenance.process_info"
 BACKGROUND_RSS_LIMIT_KB = 250 * 1024  # a cpu worker child or the io worker, after start: no model code loaded
@@ -58,19 +60,27 @@ def test_each_entrypoint_runs_its_pool_on_its_queues(isolated_broker: IsolatedBr
 
 
 def _unacked(broker_url: str, settle: float = 5.0) -> int:
-    """Messages still queued or delivered-but-unacknowledged (the ack follows the result by a moment)."""
-    client = redis.Redis.from_url(broker_url)
+    """Messages of gpu_queue_0 still queued or delivered-but-unacknowledged (the ack follows the result by
+    a moment). Redis: the queue's list and kombu's `unacked` hash; RabbitMQ: the queue's message count."""
     deadline = time.monotonic() + settle
+    while True:
+        pending = _pending(broker_url)
+        if pending == 0 or time.monotonic() > deadline:
+            return pending
+        time.sleep(0.2)
+
+
+def _pending(broker_url: str) -> int:
+    if TEST_BROKER == "amqp":
+        return amqp_queue_messages(broker_url.rsplit("/", 1)[1], "gpu_queue_0")
+    client = redis.Redis.from_url(broker_url)
     try:
-        while True:
-            pending = int(client.hlen("unacked")) + int(client.llen("gpu_queue_0"))
-            if pending == 0 or time.monotonic() > deadline:
-                return pending
-            time.sleep(0.2)
+        return int(client.hlen("unacked")) + int(client.llen("gpu_queue_0"))
     finally:
         client.close()
 
 
+@pytest.mark.broker
 def test_solo_worker_recycles_after_max_tasks_and_loses_nothing(isolated_broker: IsolatedBroker) -> None:
     workers = isolated_broker.workers
     workers.start("gpu", ["-m", "workers.supervise", sys.executable, "-m", "workers.gpu"],
@@ -91,6 +101,7 @@ def test_solo_worker_recycles_after_max_tasks_and_loses_nothing(isolated_broker:
     assert _unacked(isolated_broker.env["BROKER_URL"]) == 0  # and each was acknowledged
 
 
+@pytest.mark.broker
 def test_solo_worker_recycles_when_memory_limit_is_exceeded(isolated_broker: IsolatedBroker) -> None:
     workers = isolated_broker.workers
     workers.start("gpu", ["-m", "workers.supervise", sys.executable, "-m", "workers.gpu"],
@@ -106,6 +117,7 @@ def test_solo_worker_recycles_when_memory_limit_is_exceeded(isolated_broker: Iso
     assert _unacked(isolated_broker.env["BROKER_URL"]) == 0
 
 
+@pytest.mark.broker
 def test_prefork_worker_recycles_its_children(isolated_broker: IsolatedBroker) -> None:
     workers = isolated_broker.workers
     workers.start("cpu", ["-m", "workers.cpu", "--concurrency=1"], env={"CPU_MAX_TASKS_PER_CHILD": "2"})
@@ -116,13 +128,14 @@ def test_prefork_worker_recycles_its_children(isolated_broker: IsolatedBroker) -
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4], pids
 
 
+@pytest.mark.broker
 def test_two_gpu_queues_spread_photos_and_keep_children_with_their_parent(
     database: str, tmp_path: Path
 ) -> None:
     from app.intake import submit_photo
     from tests.utils.photos import synthetic_jpeg, wait_final
 
-    broker = IsolatedBroker(isolated_broker_urls()[0], isolated_broker_urls()[1], tmp_path, gpu_queues=2)
+    broker = IsolatedBroker(*isolated_broker_urls(), tmp_path, gpu_queues=2)
     try:
         for index in (0, 1):
             broker.workers.start(f"gpu{index}", ["-m", "workers.gpu"], env={"GPU_INDEX": str(index)})

@@ -20,7 +20,7 @@ from app.names import CPU_QUEUE
 from app.observability.logging import celery_banner_options, configure_from_settings
 from workers.metrics import install as install_metrics
 from workers.priority import lower_priority
-from workers.queues import import_tasks_for
+from workers.queues import import_tasks_for, refuse_short_consumer_timeout
 
 
 @worker_process_init.connect
@@ -50,6 +50,7 @@ def argv(extra: list[str]) -> list[str]:
 def main() -> None:
     configure_from_settings()
     install_metrics("cpu", multiprocess=True)
+    refuse_short_consumer_timeout(get_settings())
     lower_priority(get_settings().background_cpu_priority)
     args = argv(sys.argv[1:])
     import_tasks_for(app, args)

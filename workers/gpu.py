@@ -21,9 +21,10 @@ from app.config import get_settings
 from app.ml.registry import get_registry
 from app.names import gpu_queue
 from app.observability.logging import celery_banner_options, configure_from_settings, get_logger
+from app.topology import solo_worker_options
 from workers.handover import QueueLease, requeue_predecessor_deliveries, stop_warmly
 from workers.metrics import install as install_metrics
-from workers.queues import import_tasks_for
+from workers.queues import import_tasks_for, refuse_short_consumer_timeout
 from workers.recycling import RecyclePolicy, install
 
 log = get_logger("workers.gpu")
@@ -94,6 +95,8 @@ def main() -> None:
     settings = get_settings()
     install(RecyclePolicy(settings.gpu_max_tasks_per_child, settings.gpu_max_memory_per_child_kb,
                           settings.gpu_max_cuda_memory_mb))
+    refuse_short_consumer_timeout(settings)
+    app.conf.update(solo_worker_options(settings))  # RabbitMQ: no heartbeats a solo pool cannot send
     args = argv(settings.gpu_index, sys.argv[1:])
     import_tasks_for(app, args)
     app.worker_main([*celery_banner_options(), *args])

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import anyio
 from sqlalchemy import text
 
+from app import broker
 from app.db.session import get_engine
 from app.observability.logging import get_logger
 from app.storage import get_storage
@@ -28,8 +29,11 @@ def check_database() -> None:
 def check_broker() -> None:
     from app.celery_app import app as celery
 
-    with celery.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, interval_start=0.2, timeout=CHECK_TIMEOUT_SECONDS)
+    # Reachable, and its queues declared as app/topology.py wants them (RabbitMQ refuses every upload to a
+    # queue whose arguments differ: `demeter broker migrate`).
+    problems = broker.check(celery, timeout=CHECK_TIMEOUT_SECONDS)
+    if problems:
+        raise RuntimeError("; ".join(problems))
 
 
 def check_storage() -> None:

@@ -37,6 +37,7 @@ from app.errors import Outage
 from app.observability import correlation, metrics
 from app.observability.logging import get_logger
 from app.observability.signals import photo_id_of
+from app.topology import running_queue
 
 log = get_logger(__name__)
 
@@ -228,7 +229,7 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
         exception_message=str(exc),
         args=list(args),
         kwargs=dict(kwargs),
-        queue=(request.delivery_info or {}).get("routing_key"),
+        queue=running_queue(task),
         traceback="".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
         retries=request.retries or 0,
         correlation_id=request.get(correlation.MESSAGE_HEADER) or correlation.correlation_id.get(),

@@ -26,6 +26,7 @@ from app.observability import metrics
 from app.observability.logging import get_logger
 from app.storage import get_storage
 from app.tasks.base import FailsSessionTask, PipelineTask
+from app.topology import running_queue
 
 log = get_logger(__name__)
 
@@ -76,7 +77,7 @@ def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | 
     callback = app.signature(names.AGGREGATE_TASK, args=(photo_id,))
     if region_docs:
         # Children stay on the queue (and so the GPU worker) that ran the parent: its photo cache is warm.
-        queue = (self.request.delivery_info or {}).get("routing_key") or names.gpu_queue(0)
+        queue = running_queue(self)
         header = [ml_child_task.s(doc, photo_id).set(queue=queue) for doc in region_docs]
         aggregation = chord(header, callback).apply_async()
     else:

@@ -15,6 +15,7 @@ from app.config import get_settings
 from app.db import repository
 from app.db.models import DeadLetter, SessionStatus, utcnow
 from app.db.session import db_session
+from app.deadletter import broker as broker_dead_letters
 from app.deadletter import record as deadletter
 from app.observability import metrics
 from app.observability.logging import get_logger
@@ -114,6 +115,12 @@ def dead_letter_report(self: HousekeepingTask) -> dict[str, Any]:
     waiting = {name: count for name, count in rows}
     log.info("dead letter report", waiting=waiting, total=sum(waiting.values()))
     return {"waiting": waiting, "total": sum(waiting.values())}
+
+
+@app.task(bind=True, base=HousekeepingTask, name=names.BROKER_DEAD_LETTER_TASK)
+def record_broker_dead_letters(self: HousekeepingTask) -> int:
+    """Write what RabbitMQ dead-lettered into `dead_letters` (app/deadletter/broker.py); 0 on Redis."""
+    return broker_dead_letters.drain(app, get_settings())
 
 
 @app.task(bind=True, base=HousekeepingTask, name=names.CLEANUP_TASK)

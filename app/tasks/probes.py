@@ -12,6 +12,7 @@ import psutil
 from app import names
 from app.celery_app import app
 from app.tasks.base import PipelineTask
+from app.topology import running_queue
 
 
 @app.task(bind=True, base=PipelineTask, name=names.PROCESS_INFO_TASK)
@@ -22,7 +23,7 @@ def process_info(self: PipelineTask) -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "hostname": self.request.hostname,
-        "queue": (self.request.delivery_info or {}).get("routing_key"),
+        "queue": running_queue(self),
         "rss_kb": psutil.Process().memory_info().rss // 1024,
         "models_loaded": [name for name in ("torch", "cv2", "ultralytics") if name in sys.modules],
         "cuda_available": cuda,

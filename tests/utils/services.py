@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import redis
 from sqlalchemy import create_engine, text
 
@@ -26,3 +31,66 @@ def flush_redis(server_url: str, *databases: int) -> None:
         client = redis.Redis.from_url(f"{server_url}/{number}")
         client.flushdb()
         client.close()
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run `rabbitmqctl` (root on the test machine, or a member of the rabbitmq group); its stdout."""
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def create_vhost(name: str, user: str = "guest") -> None:
+    """A fresh RabbitMQ virtual host `name` that `user` may use fully (an old one is deleted first)."""
+    delete_vhost(name)
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+
+
+def delete_vhost(name: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)
+
+
+def empty_vhost(broker_url: str, queues: list[str]) -> None:
+    """Delete `queues` and Celery's delayed-delivery queues in the vhost of `broker_url`, so the next test
+    starts empty and declares them with its own arguments (faster than a new vhost with rabbitmqctl)."""
+    from kombu import Connection
+
+    delayed = [f"celery_delayed_{level}" for level in range(28)]
+    with Connection(broker_url) as connection:
+        for name in [*queues, *delayed]:
+            channel = connection.channel()
+            try:
+                channel.queue_delete(name)
+            finally:
+                channel.close()
+
+
+def amqp_queue_messages(vhost: str, queue: str) -> int:
+    """Messages in `queue` of `vhost`, ready or delivered but not yet acknowledged (0 when it does not exist)."""
+    for line in rabbitmqctl("list_queues", "-p", vhost, "name", "messages").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == queue:
+            return int(parts[1])
+    return 0
+
+
+@contextmanager
+def rabbitmq_memory_alarm(timeout: float = 15.0) -> Iterator[None]:
+    """Raise a memory alarm on the whole RabbitMQ node (it blocks every publishing connection), and restore
+    the node's watermark on the way out, whatever happens. Keep the block short: other users share the node."""
+    previous = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
+    try:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
+        deadline = time.monotonic() + timeout
+        while "memory" not in rabbitmqctl("eval", "rabbit_alarm:get_alarms()."):
+            if time.monotonic() > deadline:
+                raise TimeoutError("RabbitMQ raised no memory alarm")
+            time.sleep(0.2)
+        yield
+    finally:
+        if previous.startswith("{absolute,"):
+            rabbitmqctl("set_vm_memory_high_watermark", "absolute", previous.strip("{}").split(",")[1])
+        else:
+            rabbitmqctl("set_vm_memory_high_watermark", previous or "0.4")

@@ -448,6 +448,9 @@ def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
 
     data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-null-"))
     env = configure_environment(data_dir)
+    # The CPU and io workers at normal priority: under SCHED_IDLE they starve behind any neighbour's load on a
+    # shared machine, and with no network running there is nothing of the GPU worker's to protect.
+    env["BACKGROUND_CPU_PRIORITY"] = os.environ["BACKGROUND_CPU_PRIORITY"] = "normal"
     reset_services()
     photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
     recording, stages = data_dir / "recording.json", data_dir / "stages.json"

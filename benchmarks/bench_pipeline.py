@@ -2,6 +2,12 @@
 
     .venv/bin/python benchmarks/bench_pipeline.py [--photos 20] [--rounds 3] [--rss-photos 200] [--json]
     .venv/bin/python benchmarks/bench_pipeline.py --latency idle,low,normal [--photos 20] [--json]
+    .venv/bin/python benchmarks/bench_pipeline.py --null-model [--photos 8] [--rounds 3]
+
+With --null-model, the GPU worker is benchmarks/null_gpu_worker.py: the real pipeline with a
+stand-in network of zero cost (regions and detections replayed from a real run on the same
+photos), so what is measured is everything but the network: photos/s of one GPU worker, its
+host ms per photo by stage, beside a no-op chord of the same fan-out and a bare decode loop.
 
 Needs the local Redis and PostgreSQL (as the tests do). Starts the production entrypoints as
 subprocesses (a uvicorn API, one GPU solo worker, one CPU prefork worker with one process,

@@ -79,7 +79,9 @@ class Settings(BaseSettings):
     detection_runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"
     # "auto": the hardware's fast native type: fp16 for torch on CUDA, bf16 for openvino on a CPU with bf16
     # instructions (AVX512_BF16/AMX), else fp32. fp32 reproduces ultralytics' numbers exactly.
-    detection_precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # "int8" (openvino on a CPU): a quantised model built and guarded beside the weights (app/ml/quantize.py);
+    # refused (the log says why) when it counts more than 1 % apart from fp32, and then the auto precision runs.
+    detection_precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     slice_size: int = 320  # pixels at the reference long side below
     slice_reference_side: int = 2048  # slices grow with the photo so plants keep their scale
     slice_overlap: float = 0.2

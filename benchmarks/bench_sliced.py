@@ -14,8 +14,10 @@ SAHI's GREEDYNMM / IOS / 0.5 merge, class-agnostic, without SAHI's extra full-im
   runtime and precision; `network ms` is the part of that time spent in the network itself;
 * model only: ultralytics' own batched predict over the same slices, with no merging.
 
-Each variant is warmed up on the first photo, then timed once per photo; the median is
-reported. F1 and count difference compare each variant's boxes with SAHI's at batch 1,
+Each variant is warmed up on the first photo, then every photo is timed once per round
+(--rounds), the variants taking turns photo by photo; the median is reported, and the int8
+engine's speed-up over the other OpenVINO precisions is the median of ratios taken side by side.
+F1 and count difference compare each variant's boxes with SAHI's at batch 1,
 matched one-to-one at IoU >= 0.5; the worst photo is reported. Torch uses every core in
 every variant (torch.set_num_threads(os.cpu_count()), OMP_NUM_THREADS from configure_offline(),
 and ultralytics' own reset to cores - 1 switched off).
@@ -159,21 +161,39 @@ def model_only_variant(weights: Path, params: SliceParams, slice_px: int) -> Var
     return Variant(f"model only (ultralytics predict, batch {params.batch_size})", run)
 
 
-def measure(variant: Variant, photos: list[np.ndarray]) -> None:
-    """Warm up on the first photo, then time each photo once."""
-    variant.run(photos[0])
-    if torch.get_num_threads() != (os.cpu_count() or 1):
-        raise RuntimeError(f"{variant.name} left torch with {torch.get_num_threads()} threads")
-    for image in photos:
-        if variant.network is not None:
-            variant.network.seconds = 0.0
-        start = time.perf_counter()
-        boxes = variant.run(image)
-        variant.ms.append((time.perf_counter() - start) * 1000)
-        if variant.network is not None:
-            variant.network_ms.append(variant.network.seconds * 1000)
+def time_once(variant: Variant, image: np.ndarray, keep_boxes: bool) -> None:
+    if variant.network is not None:
+        variant.network.seconds = 0.0
+    start = time.perf_counter()
+    boxes = variant.run(image)
+    variant.ms.append((time.perf_counter() - start) * 1000)
+    if variant.network is not None:
+        variant.network_ms.append(variant.network.seconds * 1000)
+    if keep_boxes:
         variant.boxes.append(boxes)
-    print(f"  {variant.name}: {statistics.median(variant.ms):.0f} ms", file=sys.stderr, flush=True)
+
+
+def measure(variants: list[Variant], photos: list[np.ndarray], rounds: int) -> None:
+    """Warm every variant up on the first photo, then time each photo once per round, variant after variant.
+
+    The variants take turns photo by photo, so a neighbour's load lands on all of them alike and the
+    ratios between variants hold on a busy machine even when the absolute figures do not.
+    """
+    for variant in variants:
+        variant.run(photos[0])
+        if torch.get_num_threads() != (os.cpu_count() or 1):
+            raise RuntimeError(f"{variant.name} left torch with {torch.get_num_threads()} threads")
+    for round_index in range(rounds):
+        for image in photos:
+            for variant in variants:
+                time_once(variant, image, keep_boxes=round_index == 0)
+        medians = ", ".join(f"{v.name} {statistics.median(v.ms):.0f} ms" for v in variants)
+        print(f"  round {round_index + 1}: {medians}", file=sys.stderr, flush=True)
+
+
+def paired_ratio(slow: Variant, fast: Variant) -> float:
+    """Median over the timings taken side by side (same photo, same round) of slow / fast."""
+    return round(statistics.median(s / f for s, f in zip(slow.ms, fast.ms, strict=True)), 2)
 
 
 def engine_pairs(runtimes: list[Runtime]) -> list[tuple[Runtime, Precision]]:
@@ -181,7 +201,8 @@ def engine_pairs(runtimes: list[Runtime]) -> list[tuple[Runtime, Precision]]:
     runtimes = [r for r in runtimes if importlib.util.find_spec("onnxruntime" if r == "onnx" else r) is not None]
     native = openvino_precisions() if "openvino" in runtimes else ()
     pairs = [(r, p) for r in runtimes for p in SUPPORTED_PRECISIONS.get((r, "cpu"), ())]
-    return [(r, p) for r, p in pairs if r != "openvino" or p in native]
+    # int8 runs on any CPU (app.ml.quantize builds and guards it); the float types only where they are native.
+    return [(r, p) for r, p in pairs if r != "openvino" or p in native or p == "int8"]
 
 
 def summarise(variant: Variant, reference: Variant | None) -> dict[str, Any]:
@@ -207,10 +228,14 @@ def bench_size(width: int, height: int, args: argparse.Namespace, params: SliceP
     variants = [sahi_variant(weights, params, slice_px, b) for b in args.sahi_batches]
     variants += [engine_variant(weights, params, r, p) for r, p in engine_pairs(args.runtimes)]
     variants.append(model_only_variant(weights, params, slice_px))
-    for variant in variants:
-        measure(variant, photos)
+    measure(variants, photos, args.rounds)
     reference = variants[0]
     rows = {v.name: summarise(v, reference) for v in variants}
+    by_name = {v.name: v for v in variants}
+    int8 = by_name.get("engine openvino int8")
+    int8_ratios = {f"int8_speedup_vs_{name.removeprefix('engine openvino ')}": paired_ratio(other, int8)
+                   for name, other in by_name.items() if int8 is not None and other is not int8
+                   and name.startswith("engine openvino ")}
     sahi_rows = {b: rows[f"sahi batch {b}"] for b in args.sahi_batches}
     best_batch = min(sahi_rows, key=lambda b: sahi_rows[b]["ms"])
     ms_default, ms_best = sahi_rows[1]["ms"] if 1 in sahi_rows else None, sahi_rows[best_batch]["ms"]
@@ -233,7 +258,7 @@ def bench_size(width: int, height: int, args: argparse.Namespace, params: SliceP
         "f1_vs_sahi": chosen["f1_vs_sahi"], "count_diff_vs_sahi": chosen["count_diff_vs_sahi"],
         "speedup_vs_sahi_default": chosen.get("speedup_vs_sahi_default"),
         "speedup_vs_sahi_best": chosen["speedup_vs_sahi_best"],
-        "engines": engines,
+        "engines": engines, "rounds": args.rounds, **int8_ratios,
     }
 
 
@@ -265,6 +290,9 @@ def print_table(doc: dict[str, Any]) -> None:
             print(f"{name + marker:<28} {row['ms']:>8.0f} {row.get('ms_network', 0):>8.0f} "
                   f"{row.get('speedup_vs_sahi_default', float('nan')):>8.2f}x {row['speedup_vs_sahi_best']:>9.2f}x "
                   f"{row['f1_vs_sahi']:>7.4f} {row['count_diff_vs_sahi']:>7.2%}")
+        for key, value in result.items():
+            if key.startswith("int8_speedup_vs_"):
+                print(f"openvino int8 / {key.removeprefix('int8_speedup_vs_')}: {value:.2f}x faster (paired median)")
     print("\n* the default runtime (DETECTION_RUNTIME=auto, DETECTION_PRECISION=auto); count = |engine - SAHI| / SAHI")
 
 
@@ -279,6 +307,7 @@ def parse_args() -> argparse.Namespace:
                         default=list(SIZES))
     parser.add_argument("--sahi-batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16, 32])
     parser.add_argument("--runtimes", type=lambda s: s.split(","), default=["torch", "onnx", "openvino"])
+    parser.add_argument("--rounds", type=int, default=1, help="time every photo this many times, variants alternating")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.sahi_batches = args.seeds[:1], [1, 16]

@@ -20,9 +20,13 @@ from app.config import Settings, get_settings
 from app.errors import ModelUnavailable
 from app.ml.cards import ModelCard, card_uri, default_card, read_card
 from app.ml.offline import configure_offline
+from app.observability.logging import get_logger
 
 if TYPE_CHECKING:
+    from app.ml.runtimes import Precision
     from app.ml.sliced import TileDetector
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ class ModelRegistry:
                 cache_dir = None if os.access(weights.parent, os.W_OK) else self.settings.data_dir / "exports"
                 fmt = cast(ExportFormat, runtime)
                 exported = ensure_export(weights, fmt, self.settings.detection_imgsz, cache_dir)
+                if precision == "int8":
+                    exported, precision = self._int8_or_fallback(weights, exported, cache_dir, torch.device(key.device))
             network = load_network(runtime=runtime, precision=precision, device=torch.device(key.device),
                                    module=yolo.model, exported=exported)
         except ModelUnavailable:
@@ -131,6 +137,19 @@ class ModelRegistry:
         except Exception as exc:
             raise ModelUnavailable(f"cannot load the {key.runtime} detector for {key.weights}: {exc}") from exc
         return TileDetector.from_yolo(yolo, network)
+
+    def _int8_or_fallback(self, weights: Path, fp32_xml: Path, cache_dir: Path | None,
+                          device: Any) -> tuple[Path, Precision]:
+        """The guarded int8 model (app.ml.quantize); when the guard refused it, the float model, with a warning."""
+        from app.ml.quantize import ensure_int8
+        from app.ml.runtimes import auto_precision
+
+        outcome = ensure_int8(weights, fp32_xml, self.settings.detection_imgsz, cache_dir)
+        if outcome.model is not None:
+            return outcome.model, "int8"
+        fallback = auto_precision("openvino", device)
+        log.warning("int8 detector refused", running=fallback, reason=outcome.reason)
+        return fp32_xml, fallback
 
     def tile_detector(self) -> TileDetector:
         """The detector of the sliced counter, on DETECTION_RUNTIME at DETECTION_PRECISION."""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 Runtime = Literal["torch", "onnx", "openvino"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
 
 RUNTIMES: tuple[Runtime, ...] = ("torch", "onnx", "openvino")
 # What each runtime can do on each device type; anything else is refused at load time.
@@ -32,7 +32,7 @@ SUPPORTED_PRECISIONS: dict[tuple[Runtime, str], tuple[Precision, ...]] = {
     ("torch", "cuda"): ("fp16", "fp32", "bf16"),
     ("onnx", "cpu"): ("fp32",),
     ("onnx", "cuda"): ("fp32",),
-    ("openvino", "cpu"): ("fp32", "bf16", "fp16"),
+    ("openvino", "cpu"): ("fp32", "bf16", "fp16", "int8"),
 }
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -180,11 +180,9 @@ class OpenVinoNetwork:
         steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         steps.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
         steps.input().model().set_layout(ov.Layout("NCHW"))
-        config = {
-            "INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[precision],
-            "PERFORMANCE_HINT": "THROUGHPUT",
-            "INFERENCE_NUM_THREADS": threads,
-        }
+        config: dict[str, object] = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads}
+        if precision != "int8":  # an int8 IR (app.ml.quantize) runs its float remainder at OpenVINO's default
+            config["INFERENCE_PRECISION_HINT"] = _OPENVINO_PRECISION[precision]
         compiled = core.compile_model(steps.build(), "CPU", config)
         streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         return cls(requests=[compiled.create_infer_request() for _ in range(streams)], device=torch.device("cpu"))

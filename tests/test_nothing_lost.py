@@ -8,7 +8,6 @@ mechanism under test. A test that shortens another limit says how, and why it sc
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +26,6 @@ from app.intake import submit_photo
 from tests.test_reliability import (
     SMALL,
     Faults,
-    _free_port,
     _wait_for_log,
     assert_accounted_once,
     start_workers,
@@ -35,6 +33,7 @@ from tests.test_reliability import (
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import IsolatedBroker
 from tests.utils.proxy import TcpProxy
+from tests.utils.services import RedisServer
 from workers.handover import QueueLease, held_deliveries
 
 DEFAULT_VISIBILITY_TIMEOUT = 3600
@@ -160,31 +159,10 @@ def test_results_of_a_session_failed_meanwhile_are_applied_and_logged(
 
 @pytest.fixture
 def volatile_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[float], None]]]:
-    """A Redis of our own without any persistence: a restart loses every queued message."""
-    port, folder = _free_port(), tmp_path / "redis-volatile"
-    folder.mkdir()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "no",
-               "--save", "", "--dir", str(folder)]
-
-    def start() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        for _ in range(50):
-            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        return process
-
-    state = {"process": start()}
-
-    def restart(down_for: float) -> None:
-        state["process"].kill()  # as a crash: nothing written anywhere
-        state["process"].wait(timeout=10)
-        time.sleep(down_for)
-        state["process"] = start()
-
-    yield f"redis://127.0.0.1:{port}", restart
-    state["process"].kill()
-    state["process"].wait(timeout=10)
+    """A Redis of our own without any persistence: a restart (as a crash) loses every queued message."""
+    server = RedisServer(tmp_path / "redis-volatile", persistent=False)
+    yield server.url, lambda down_for: server.restart(down_for, crash=True)
+    server.stop()
 
 
 def test_photos_lost_with_the_broker_are_re_enqueued_by_the_reconciler(

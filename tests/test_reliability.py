@@ -10,8 +10,6 @@ import itertools
 import json
 import os
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -33,7 +31,7 @@ from tests.conftest import TEST_BROKER
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import IsolatedBroker
 from tests.utils.proxy import TcpProxy
-from tests.utils.services import amqp_queue_messages, rabbitmq_memory_alarm
+from tests.utils.services import RedisServer, amqp_queue_messages, rabbitmq_memory_alarm
 
 SMALL = {"width": 1024, "height": 768}  # fast photos: reliability, not accuracy, is under test here
 
@@ -223,38 +221,12 @@ def test_worker_stopped_in_the_middle_of_a_child_task(
     assert session.regions_total and session.regions_total > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def persistent_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[float], None]]]:
-    """A Redis of our own with AOF persistence, which the test may restart."""
-    port, folder = _free_port(), tmp_path / "redis"
-    folder.mkdir()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
-               "--dir", str(folder), "--save", ""]
-
-    def start() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        for _ in range(50):
-            if subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        return process
-
-    state = {"process": start()}
-
-    def restart(down_for: float) -> None:
-        subprocess.run(["redis-cli", "-p", str(port), "shutdown"], capture_output=True)
-        state["process"].wait(timeout=10)
-        time.sleep(down_for)
-        state["process"] = start()
-
-    yield f"redis://127.0.0.1:{port}", restart
-    subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    """A Redis of our own with AOF persistence, which the test may shut down cleanly and restart."""
+    server = RedisServer(tmp_path / "redis", persistent=True)
+    yield server.url, lambda down_for: server.restart(down_for, crash=False)
+    server.stop()
 
 
 def test_redis_restart_with_queued_photos(tmp_path: Path, faults: Faults, persistent_redis, database: str) -> None:

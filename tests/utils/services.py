@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis
 from sqlalchemy import create_engine, text
@@ -94,3 +96,48 @@ def rabbitmq_memory_alarm(timeout: float = 15.0) -> Iterator[None]:
             rabbitmqctl("set_vm_memory_high_watermark", "absolute", previous.strip("{}").split(",")[1])
         else:
             rabbitmqctl("set_vm_memory_high_watermark", previous or "0.4")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server of a test's own on loopback, which the test may crash or shut down and restart.
+
+    `persistent=True` keeps an append-only file in `folder` (a clean shutdown and restart keeps the
+    queued messages); otherwise nothing is ever written and a restart starts empty.
+    """
+
+    def __init__(self, folder: Path, *, persistent: bool) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder),
+                        "--save", "", "--appendonly", "yes" if persistent else "no"]
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL)
+        for _ in range(50):
+            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        return process
+
+    def restart(self, down_for: float, *, crash: bool) -> None:
+        """Stop (SIGKILL when `crash`, else a clean SHUTDOWN), stay down `down_for` seconds, start again."""
+        if crash:
+            self.process.kill()
+        else:
+            subprocess.run(["redis-cli", "-p", str(self.port), "shutdown"], capture_output=True)
+        self.process.wait(timeout=10)
+        time.sleep(down_for)
+        self.process = self._start()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)

@@ -15,13 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app import names, topology
 from app.config import DuplicateAction, Settings, get_settings
 from app.db import repository
-from app.db.models import DEFAULT_TENANT, Photo, utcnow
+from app.db.models import DEFAULT_TENANT, utcnow
 from app.db.session import db_session
 from app.errors import BrokerUnavailable, PermanentError
 from app.ml.images import inspect_image
@@ -183,14 +182,8 @@ def find_recent_duplicate(tenant: str, content_sha256: str, window: int) -> str 
     if window <= 0:
         return None
     with db_session() as db:
-        found = db.scalars(
-            select(Photo.uuid)
-            .where(Photo.tenant == tenant, Photo.content_sha256 == content_sha256,
-                   Photo.created_at >= utcnow() - timedelta(seconds=window))
-            .order_by(Photo.created_at.desc())
-            .limit(1)
-        ).first()
-    return str(found) if found is not None else None
+        return repository.recent_duplicate(db, tenant=tenant, content_sha256=content_sha256,
+                                           since=utcnow() - timedelta(seconds=window))
 
 
 def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None) -> str:
@@ -238,8 +231,5 @@ def _settings_of(app: Celery) -> Settings:
 
 def _forget(photo_id: int, key: str) -> None:
     with db_session() as db:
-        photo = db.get(Photo, photo_id)
-        if photo is not None:
-            db.delete(photo.session)
-            db.delete(photo)
+        repository.delete_photo(db, photo_id=photo_id)
     get_storage().delete(key)

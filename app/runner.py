@@ -126,11 +126,12 @@ def local_workers(log_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def current_step(photo_ids: list[int]) -> Step:
     """Photos finished and regions done so far, from the sessions."""
-    from app.db.models import ProcessingSession, SessionStatus
+    from app.db import repository
+    from app.db.models import SessionStatus
     from app.db.session import db_session
 
     with db_session() as db:
-        sessions = db.query(ProcessingSession).filter(ProcessingSession.photo_id.in_(photo_ids)).all()
+        sessions = list(repository.sessions_of(db, photo_ids=photo_ids).values())
         done = sum(SessionStatus(s.status).is_final for s in sessions)
         regions_total = sum(s.regions_total or 0 for s in sessions)
         regions_done = sum(min(s.regions_done, s.regions_total or 0) for s in sessions)
@@ -154,14 +155,12 @@ def wait_for_sessions(photo_ids: list[int], deadline: float, progress: ProgressD
 
 def wait_for_annotated(photo_ids: list[int], deadline: float) -> None:
     """The io worker renders a photo's annotated image just after it is counted; wait for those (not failed)."""
-    from app.db.models import ProcessingSession, SessionStatus
+    from app.db import repository
     from app.db.session import db_session
 
     while time.monotonic() < deadline:
         with db_session() as db:
-            missing = db.query(ProcessingSession).filter(
-                ProcessingSession.photo_id.in_(photo_ids), ProcessingSession.annotated_key.is_(None),
-                ProcessingSession.status != SessionStatus.FAILED).count()
+            missing = repository.count_unrendered(db, photo_ids=photo_ids)
         if not missing:
             return
         time.sleep(POLL_SECONDS)
@@ -180,13 +179,14 @@ def export_annotated(key: str | None, photo_id: int, name: str, folder: Path) ->
 
 
 def collect_reports(submitted: list[tuple[int, str, int | None]], run_dir: Path | None = None) -> list[PhotoReport]:
-    from app.db.models import ProcessingSession
+    from app.db import repository
     from app.db.session import db_session
 
     reports = []
     with db_session() as db:
+        sessions = repository.sessions_of(db, photo_ids=[photo_id for photo_id, _, _ in submitted])
         for photo_id, name, true_count in submitted:
-            session = db.query(ProcessingSession).filter_by(photo_id=photo_id).one()
+            session = sessions[photo_id]
             seconds = None
             if session.finished_at is not None:
                 seconds = round((session.finished_at - session.created_at).total_seconds(), 2)

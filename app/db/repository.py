@@ -323,3 +323,59 @@ def stale_sessions(db: Session, *, older_than: datetime) -> list[ProcessingSessi
         ProcessingSession.updated_at < older_than,
     )
     return list(db.scalars(query))
+
+
+def regions_and_boxes(db: Session, *, session_id: int) -> tuple[list[Region], list[tuple[float, float, float, float]]]:
+    """A session's regions, and every plant box (x1, y1, x2, y2 in photo pixels) of them as plain tuples
+    (a photo has ~1000 plants: tuples, not ORM objects)."""
+    regions = list(db.scalars(select(Region).where(Region.session_id == session_id)))
+    if not regions:
+        return regions, []
+    boxes = db.execute(
+        select(Detection.x1, Detection.y1, Detection.x2, Detection.y2)
+        .where(Detection.region_id.in_([r.id for r in regions]))
+    ).tuples().all()
+    return regions, list(boxes)
+
+
+def sessions_of(db: Session, *, photo_ids: list[int]) -> dict[int, ProcessingSession]:
+    """The sessions of these photos, by photo id."""
+    sessions = db.scalars(select(ProcessingSession).where(ProcessingSession.photo_id.in_(photo_ids)))
+    return {session.photo_id: session for session in sessions}
+
+
+def count_unrendered(db: Session, *, photo_ids: list[int]) -> int:
+    """How many of these photos (not failed) have no annotated image yet."""
+    return int(db.scalar(
+        select(func.count()).select_from(ProcessingSession).where(
+            ProcessingSession.photo_id.in_(photo_ids), ProcessingSession.annotated_key.is_(None),
+            ProcessingSession.status != SessionStatus.FAILED)
+    ) or 0)
+
+
+def recent_duplicate(db: Session, *, tenant: str, content_sha256: str, since: datetime) -> str | None:
+    """The UUID of the tenant's latest photo with these bytes created at or after `since`, or None."""
+    found = db.scalars(
+        select(Photo.uuid)
+        .where(Photo.tenant == tenant, Photo.content_sha256 == content_sha256, Photo.created_at >= since)
+        .order_by(Photo.created_at.desc())
+        .limit(1)
+    ).first()
+    return str(found) if found is not None else None
+
+
+def delete_photo(db: Session, *, photo_id: int) -> None:
+    """Remove a photo and its session (an upload whose task could not be queued); nothing else refers to them."""
+    photo = db.get(Photo, photo_id)
+    if photo is not None:
+        db.delete(photo.session)
+        db.delete(photo)
+
+
+def waiting_dead_letters(db: Session) -> dict[str, int]:
+    """Dead letters not yet replayed, counted by task name."""
+    rows = db.execute(
+        select(DeadLetter.task_name, func.count()).where(DeadLetter.replayed_at.is_(None))
+        .group_by(DeadLetter.task_name)
+    ).all()
+    return {name: count for name, count in rows}

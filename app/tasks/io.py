@@ -7,13 +7,12 @@ from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from PIL import Image
-from sqlalchemy import select
 
 from app import names
 from app.celery_app import app
 from app.config import Settings, get_settings
 from app.db import repository
-from app.db.models import Detection, Region
+from app.db.models import Region
 from app.db.session import db_session
 from app.drawing import Legend, RegionMark, draw_annotated, draw_thumbnail
 from app.ml.images import open_rgb
@@ -48,12 +47,7 @@ def render_annotated(self: PipelineTask, photo_id: int) -> dict[str, str]:
     with db_session() as db:
         photo = repository.get_photo(db, photo_id=photo_id)
         session = repository.get_session(db, photo_id=photo_id)
-        regions = list(db.scalars(select(Region).where(Region.session_id == session.id)))
-        # Plain tuples, not ORM objects: a photo has ~1000 plants.
-        boxes = db.execute(
-            select(Detection.x1, Detection.y1, Detection.x2, Detection.y2)
-            .where(Detection.region_id.in_([r.id for r in regions]))
-        ).tuples().all() if regions else []
+        regions, boxes = repository.regions_and_boxes(db, session_id=session.id)
         key = photo.storage_key
         marks = region_marks(regions)
         legend = Legend(photo_id, session.total_count, session.status, model_name(get_settings()),

@@ -7,13 +7,11 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-
 from app import inflight, names
 from app.celery_app import app
 from app.config import get_settings
 from app.db import repository
-from app.db.models import DeadLetter, SessionStatus, utcnow
+from app.db.models import SessionStatus, utcnow
 from app.db.session import db_session
 from app.deadletter import broker as broker_dead_letters
 from app.deadletter import record as deadletter
@@ -108,11 +106,7 @@ def _aware(moment: datetime) -> datetime:
 def dead_letter_report(self: HousekeepingTask) -> dict[str, Any]:
     """Log how many dead letters wait for an operator, by task."""
     with db_session() as db:
-        rows = db.execute(
-            select(DeadLetter.task_name, func.count()).where(DeadLetter.replayed_at.is_(None))
-            .group_by(DeadLetter.task_name)
-        ).all()
-    waiting = {name: count for name, count in rows}
+        waiting = repository.waiting_dead_letters(db)
     log.info("dead letter report", waiting=waiting, total=sum(waiting.values()))
     return {"waiting": waiting, "total": sum(waiting.values())}
 

@@ -162,7 +162,7 @@ def submit_photo(
         raise
     queue = choose_gpu_queue(photo_id, celery)
     try:
-        task_id = enqueue(photo_id, cid, queue, celery)
+        task_id = enqueue(photo_id, cid, queue, celery, photo_uuid)
     except Exception as exc:
         _forget(photo_id, key)
         raise BrokerUnavailable(f"could not queue photo {photo_id}: {exc}") from exc
@@ -187,12 +187,19 @@ def find_recent_duplicate(tenant: str, content_sha256: str, window: int) -> str 
     return str(found) if found is not None else None
 
 
-def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None) -> str:
-    """Publish ml_parent_task for a stored photo and note the task id on its session."""
+def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None, photo_uuid: str | None = None) -> str:
+    """Publish ml_parent_task for a stored photo and note the task id on its session.
+
+    The message carries the photo's UUID as the `photo_uuid` kwarg (looked up when not given), so
+    Flower's task page and the dead letter name the photo by its public id."""
     from app.celery_app import app as default_app
 
+    if photo_uuid is None:
+        with db_session() as db:
+            photo_uuid = repository.photo_uuid(db, photo_id=photo_id)
+    kwargs = {"correlation_id": cid, "photo_uuid": photo_uuid}
     result = (celery or default_app).send_task(
-        names.PARENT_TASK, args=[photo_id], kwargs={"correlation_id": cid}, queue=queue,
+        names.PARENT_TASK, args=[photo_id], kwargs=kwargs, queue=queue,
         headers={correlation.MESSAGE_HEADER: cid}, retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )

@@ -34,7 +34,7 @@ POLL_SECONDS = 0.5
 
 @dataclass
 class PhotoReport:
-    photo_id: int
+    photo_uuid: str  # the photo's UUID: its public id, as in the API, logs, dead letters and Flower
     name: str
     status: str
     regions: int
@@ -192,7 +192,7 @@ def collect_reports(submitted: list[tuple[int, str, int | None]], run_dir: Path 
             annotated = None
             if run_dir is not None:
                 annotated = export_annotated(session.annotated_key, photo_id, name, run_dir / "annotated")
-            reports.append(PhotoReport(photo_id, name, session.status, session.regions_total or 0,
+            reports.append(PhotoReport(str(session.photo.uuid), name, session.status, session.regions_total or 0,
                                        session.total_count, true_count, seconds, session.error,
                                        [d["message"] for d in session.doubts or []], session.model_cards or {},
                                        annotated))

@@ -128,7 +128,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "result_extended": True,
-        "result_expires": 7 * 24 * 3600,
+        # Nothing reads a finished photo's task results (the API reads the database); region results are
+        # not stored at all (app/tasks/gpu.py), and a chord's list of them lives until its callback ran.
+        "result_expires": settings.result_expires_seconds,
         "worker_hijack_root_logger": False,
         "beat_schedule": beat_schedule(settings),
         "timezone": "UTC",

@@ -3,7 +3,10 @@
     demeter demo [--photos N] [--json]       the whole pipeline on the embedded default
     demeter process PATH... [--json]         the same for your own photos
     demeter synth --out DIR --n N --seed S   generate bench photos with known counts
-    demeter eval --data DIR [--json]         counts against ground truth
+    demeter eval --data DIR [--json]         counts against ground truth (--labels/--counts: your photos)
+    demeter train --data DIR [--quick]       fine-tune the plant detector on your labelled photos
+    demeter models list|show [NAME]|use NAME the plant detector the workers load
+    demeter export-detections ID --format coco|yolo   a photo's plants as pre-annotations
     demeter migrate                          bring the database schema up to date
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
@@ -44,18 +47,150 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from app.ml.synthetic import write_dataset
+    from app.ml.synthetic import STYLES, write_dataset
 
     out = Path(args.out).resolve()
-    annotations = write_dataset(out, n=args.n, seed=args.seed, width=args.width, height=args.height)
+    annotations = write_dataset(out, n=args.n, seed=args.seed, width=args.width, height=args.height,
+                                style=STYLES[args.style])
     print(f"wrote {args.n} photos to {out / 'images'} and their plant boxes to {annotations}")
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from app.evaluation import main as eval_main
+    import json
 
-    return eval_main(data=Path(args.data), as_json=args.json, compare_full_image=not args.no_full_image)
+    from app.config import get_settings
+    from app.ml.catalog import UnknownModel, resolve_detection
+    from app.ml.labels import LabelError
+
+    try:
+        settings = resolve_detection(get_settings(), args.model)
+    except UnknownModel as exc:
+        print(f"demeter eval: {exc}", file=sys.stderr)
+        return 2
+    if not (args.labels or args.counts):
+        from app.evaluation import main as eval_main
+
+        return eval_main(data=Path(args.data), as_json=args.json, compare_full_image=not args.no_full_image,
+                         settings=settings)
+    from app import label_evaluation
+
+    try:
+        result = label_evaluation.evaluate_labels(Path(args.data), settings, Path(args.counts) if args.counts else None,
+                                                  whole_photo=args.whole_photo, plant_side=args.plant_size)
+        if args.write_card:
+            path = label_evaluation.write_threshold(settings, result, Path(args.data))
+            print(f"threshold {result.best.threshold} written to {path}", file=sys.stderr)
+    except (LabelError, ValueError) as exc:
+        print(f"demeter eval: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        label_evaluation.print_report(result)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.ml.catalog import UnknownModel, resolve_detection
+    from app.ml.labels import LabelError
+    from app.ml.pipeline import slice_params
+    from app.ml.registry import select_device
+    from app.ml.training import TrainPlan, train
+
+    try:
+        settings = resolve_detection(get_settings())  # start from the detector in use, at its slicing
+    except UnknownModel as exc:
+        print(f"demeter train: {exc}", file=sys.stderr)
+        return 2
+    device = select_device(settings.device)
+    quick = args.quick
+    slicing = slice_params(settings)
+    imgsz = args.imgsz or (160 if quick else settings.detection_imgsz)
+    plan = TrainPlan(
+        data=Path(args.data), out=Path(args.out or settings.trained_models_dir), name=args.name,
+        base_weights=Path(args.base or settings.detection_weights),
+        slicing=type(slicing)(**{**slicing.__dict__, "imgsz": imgsz}),
+        epochs=args.epochs or (1 if quick else 30), batch=args.batch, lr0=args.lr0,
+        device="0" if device.startswith("cuda") else device, val_fraction=args.val_fraction,
+        plant_side=args.plant_size, max_photos=args.max_photos or (4 if quick else None),
+        classes=args.classes.split(",") if args.classes else None, whole_photo=args.whole_photo,
+        export=not (args.no_export or quick), workers=0 if quick else args.workers, empty_slices=args.empty_slices,
+        seed=args.seed, work=settings.data_dir / "train-own")
+    try:
+        result = train(plan, settings)
+    except (LabelError, ValueError) as exc:
+        print(f"demeter train: {exc}", file=sys.stderr)
+        return 2
+    print(f"use it with: demeter models use {result.model_dir.name}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import json
+
+    from app.config import get_settings
+    from app.ml import catalog
+
+    settings = get_settings()
+    try:
+        if args.models_command == "use":
+            entry = catalog.use_model(settings, args.name)
+            print(f"workers load {entry.name} ({entry.card.id}) when they next start or recycle")
+            if settings.detection_model:
+                print(f"note: DETECTION_MODEL={settings.detection_model} is set and wins over this choice")
+            return 0
+        if args.models_command == "show":
+            entry = catalog.find_model(settings, args.name or catalog.active_name(settings))
+            print(json.dumps(entry.card.document or entry.summary(), indent=2))
+            return 0
+    except catalog.UnknownModel as exc:
+        print(f"demeter models: {exc}", file=sys.stderr)
+        return 2
+    active = catalog.active_name(settings)
+    entries = [catalog.find_model(settings, catalog.SHIPPED), *catalog.trained_models(settings)]
+    if args.json:
+        print(json.dumps([{**e.summary(), "in_use": e.name == active} for e in entries], indent=2))
+        return 0
+    print(f"{'':2}{'name':<36} {'card':<48} {'threshold':>9} {'held-out MAPE':>13}")
+    for e in entries:
+        s = e.summary()
+        mape = "-" if s["held_out_count_mape"] is None else f"{s['held_out_count_mape']:.1%}"
+        threshold = "-" if s["confidence_threshold"] is None else f"{s['confidence_threshold']:.2f}"
+        print(f"{'*' if e.name == active else ' '} {e.name:<36} {e.card.id[:48]:<48} {threshold:>9} {mape:>13}")
+    return 0
+
+
+def _cmd_export_detections(args: argparse.Namespace) -> int:
+    import json
+
+    from app.db.detections import photo_detections
+    from app.db.session import db_session
+    from app.errors import UnknownPhoto
+    from app.review import ReviewRegion, coco_detections, yolo_detections
+
+    try:
+        with db_session() as db:
+            found = photo_detections(db, photo_id=args.photo_id)
+            photo = found.photo
+            name = photo.original_filename or Path(photo.storage_key).name
+            regions = [ReviewRegion(r.class_name, (r.x1, r.y1, r.x2, r.y2), r.polygon, r.confidence)
+                       for r in found.regions] if args.regions else None
+            if args.format == "coco":
+                text = json.dumps(coco_detections(image_id=photo.id, file_name=name, width=photo.width,
+                                                  height=photo.height, plants=found.plants, regions=regions), indent=2)
+            else:
+                text = yolo_detections(width=photo.width, height=photo.height, plants=found.plants)
+    except UnknownPhoto as exc:
+        print(f"demeter export-detections: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text if text.endswith("\n") or not text else text + "\n")
+        print(f"{len(found.plants)} plants of {name} written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -176,6 +311,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=9000, help="seed of the first photo (one seed per photo)")
     synth.add_argument("--width", type=int, default=2048, help="photo width in pixels")
     synth.add_argument("--height", type=int, default=1536, help="photo height in pixels")
+    synth.add_argument("--style", choices=("default", "perlite"), default="default",
+                       help="perlite: large strap-leaved plants, white grains, light cell walls, labelled empty cells")
     synth.set_defaults(func=_cmd_synth)
 
 
@@ -185,7 +322,65 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", action="store_true", help="print one JSON document, and no progress")
     evaluate.add_argument("--no-full-image", action="store_true",
                           help="skip the unsliced (whole photo at once) comparison")
+    evaluate.add_argument("--labels", action="store_true",
+                          help="score plant counts against labels (YOLO/COCO boxes or points) at every threshold")
+    evaluate.add_argument("--counts", metavar="FILE",
+                          help="score against a `file_name,count` file instead (photos in --data)")
+    evaluate.add_argument("--model", metavar="NAME", help="a trained model's name, or `shipped` (the model in use)")
+    evaluate.add_argument("--whole-photo", action="store_true", help="count whole photos, not segmented containers")
+    evaluate.add_argument("--plant-size", type=float, metavar="PX",
+                          help="side of a point label's box, px at a 2048 px long side")
+    evaluate.add_argument("--write-card", action="store_true",
+                          help="write the best threshold into the evaluated model's card (held-out photos only)")
     evaluate.set_defaults(func=_cmd_eval, shows_progress=True)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    training = _parser(sub, "train", "fine-tune the plant detector on your labelled photos (runs here, offline)")
+    training.add_argument("--data", required=True, metavar="DIR",
+                          help="labelled photos: a COCO JSON file, or images/ with labels/*.txt (YOLO)")
+    training.add_argument("--quick", action="store_true", help="smoke run: 4 photos, 1 epoch, imgsz 160, no export")
+    training.add_argument("--epochs", type=int, help="passes over the slices (30; 1 with --quick)")
+    training.add_argument("--out", metavar="DIR", help="parent of the new model directory (TRAINED_MODELS_DIR)")
+    training.add_argument("--name", default="plants", help="model directory name before the timestamp")
+    training.add_argument("--base", metavar="WEIGHTS", help="weights to start from (the detector in use)")
+    training.add_argument("--imgsz", type=int, help="network input (DETECTION_IMGSZ; 160 with --quick)")
+    training.add_argument("--batch", type=int, default=8, help="slices per training step")
+    training.add_argument("--lr0", type=float, default=0.002, help="initial learning rate (AdamW)")
+    training.add_argument("--val-fraction", type=float, default=0.2, help="share of photos held out")
+    training.add_argument("--plant-size", type=float, metavar="PX",
+                          help="side of a point label's box, px at a 2048 px long side (learned from box labels)")
+    training.add_argument("--classes", help="comma-separated classes to train (every labelled class)")
+    training.add_argument("--max-photos", type=int, metavar="N", help="use only the first N photos (by name)")
+    training.add_argument("--whole-photo", action="store_true",
+                          help="calibrate on whole photos instead of segmented containers")
+    training.add_argument("--empty-slices", type=float, default=0.25, help="share of plant-free slices kept")
+    training.add_argument("--no-export", action="store_true", help="skip the OpenVINO export")
+    training.add_argument("--workers", type=int, default=2, help="data loader processes")
+    training.add_argument("--seed", type=int, default=0, help="photo split and slice sampling seed")
+    training.set_defaults(func=_cmd_train)
+
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    models = _parser(sub, "models", "list, show and choose the plant detector the workers load")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="{list,show,use}")
+    _parser(models_sub, "list", "the shipped and the trained detectors; * marks the one in use").add_argument(
+        "--json", action="store_true", help="print a JSON list")
+    _parser(models_sub, "show", "a detector's model card (JSON)").add_argument(
+        "name", nargs="?", help="a trained model's name or `shipped` (the one in use)")
+    _parser(models_sub, "use", "the detector workers load at their next start").add_argument(
+        "name", help="a trained model's directory name, or `shipped`")
+    models.set_defaults(func=_cmd_models)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    export = _parser(sub, "export-detections", "a counted photo's plant boxes as COCO JSON or YOLO txt, "
+                                               "to load as pre-annotations in CVAT or Label Studio")
+    export.add_argument("photo_id", type=int, metavar="PHOTO_ID", help="the photo's id")
+    export.add_argument("--format", choices=("coco", "yolo"), default="coco", help="output format")
+    export.add_argument("--regions", action="store_true", help="COCO: also the regions (trays, beds) with outlines")
+    export.add_argument("--out", metavar="FILE", help="file to write (standard output)")
+    export.set_defaults(func=_cmd_export_detections)
 
 
 def _add_api(sub: argparse._SubParsersAction) -> None:
@@ -248,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_process(sub)
     _add_synth(sub)
     _add_eval(sub)
+    _add_train(sub)
+    _add_models(sub)
+    _add_export(sub)
     _parser(sub, "migrate", "bring the database to the newest schema (alembic upgrade head)").set_defaults(
         func=_cmd_migrate)
     _add_api(sub)

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     result_backend: str = ""
     broker_polling_interval: float = 0.1  # seconds; embedded filesystem broker only
     visibility_timeout: int = 3600  # seconds; must exceed the longest task plus the longest retry countdown
+    result_expires_seconds: int = 3600  # task results (parent, aggregation) kept this long in the result backend
     # The longest a task is expected to run (seconds): not enforced, only checked against VISIBILITY_TIMEOUT.
     longest_task_seconds: int = 600
     db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
@@ -51,6 +52,13 @@ class Settings(BaseSettings):
     detection_weights: str = str(PROJECT_ROOT / "models" / "plant_det.pt")
     # Model class name -> region class stored in the database; unmapped classes keep their name.
     segmentation_class_map: dict[str, str] = Field(default_factory=lambda: {"tray": "tray", "segment": "segment"})
+    # A trained model directory (`demeter train`) by name, under TRAINED_MODELS_DIR: its weights replace
+    # DETECTION_WEIGHTS and its card's threshold and slicing are used unless set here. Empty: the model chosen
+    # with `demeter models use` (TRAINED_MODELS_DIR/ACTIVE), else DETECTION_WEIGHTS. Read at worker start.
+    detection_model: str = ""
+    trained_models_dir: Path = PROJECT_ROOT / "models" / "trained"
+    # Detector classes that are counted as plants; a model may also learn e.g. `empty_cell` or `weed`.
+    detection_count_classes: list[str] = Field(default_factory=lambda: ["plant"])
     device: str = "auto"  # "auto" picks cuda:0 when available, else cpu
     segmentation_imgsz: int = 512
     segmentation_confidence: float = 0.25
@@ -126,10 +134,12 @@ class Settings(BaseSettings):
     cpu_max_tasks_per_child: int = 1000
     cpu_max_memory_per_child_kb: int = 1_000_000
     io_concurrency: int = 50
-    # CPU priority of the cpu and io workers, so that aggregation and image rendering never take cores
-    # from a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else
-    # wants (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
-    background_cpu_priority: CpuPriority = "idle"
+    # CPU priority of the cpu and io workers, so that aggregation and image rendering take few cores from
+    # a GPU worker's decoding and pre/post-processing: "idle" runs them only on cores nothing else wants
+    # (Linux SCHED_IDLE), "low" is nice 19, "normal" leaves them as they are (workers/priority.py).
+    # "low" by measurement (benchmarks/README.md): under "idle" a busy machine starves aggregation and a
+    # grower waits for the GPU backlog to drain before the first counts; nice 19 still yields to the GPU worker.
+    background_cpu_priority: CpuPriority = "low"
 
     # Each worker serves Prometheus metrics on this port once ready (0: not served; the API has /metrics).
     metrics_port: int = 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.geometry import greedy_match
 from app.ml.images import decode_rgb
 from app.ml.pipeline import PhotoAnalysis, analyse_photo
@@ -100,8 +100,8 @@ def summarize(scores: list[PhotoScore]) -> dict[str, Any]:
 
 
 def evaluate(data: Path, compare_full_image: bool = True, full_imgsz: int = 1280,
-             progress: ProgressDisplay | None = None) -> dict[str, Any]:
-    registry = ModelRegistry(get_settings())
+             progress: ProgressDisplay | None = None, settings: Settings | None = None) -> dict[str, Any]:
+    registry = ModelRegistry(settings or get_settings())
     truth_by_name = load_ground_truth(data / "annotations.json")
     scores: list[PhotoScore] = []
     for name, truth in truth_by_name.items():
@@ -131,12 +131,12 @@ def print_report(summary: dict[str, Any]) -> None:
         print(f"full-image (unsliced) detection: count MAPE {summary['full_image_count_mape']:.2%}")
 
 
-def main(data: Path, as_json: bool, compare_full_image: bool = True) -> int:
+def main(data: Path, as_json: bool, compare_full_image: bool = True, settings: Settings | None = None) -> int:
     """Progress on stderr (none with --json), then the report on stdout."""
     photos = len(load_ground_truth(data / "annotations.json"))
     with ProgressDisplay("evaluating", photos, "photos", enabled=not as_json) as progress:
         progress.note("loading the models")
-        summary = evaluate(data, compare_full_image, progress=progress)
+        summary = evaluate(data, compare_full_image, progress=progress, settings=settings)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.config import PROJECT_ROOT, Settings, get_settings
+from app.errors import PermanentError
 from app.exits import NeedsConfirmation, TimedOut
 from app.progress import ProgressDisplay, Step
 
@@ -34,7 +35,7 @@ POLL_SECONDS = 0.5
 
 @dataclass
 class PhotoReport:
-    photo_uuid: str  # the photo's UUID: its public id, as in the API, logs, dead letters and Flower
+    photo_uuid: str | None  # its public id, as in the API, logs, dead letters, Flower; None: refused at upload
     name: str
     status: str
     regions: int
@@ -242,15 +243,20 @@ def _run(photos: list[tuple[str, bytes, int | None]], as_json: bool, timeout: fl
         progress.note(f"run folder: {run_dir}\nbroker:     {get_settings().broker_url_resolved}\n"
                       "starting the workers (the GPU worker loads its models first)")
         with local_workers(run_dir / "logs"):
-            submitted = []
+            submitted, refused = [], []
             for name, data, true_count in photos:
-                submission = submit_photo(data, filename=name)
+                try:
+                    submission = submit_photo(data, filename=name)
+                except PermanentError as exc:  # not a photo we can count: one failed row, the others go on
+                    error = f"{type(exc).__name__}: {exc}"
+                    refused.append(PhotoReport(None, name, "failed", 0, None, true_count, None, error))
+                    continue
                 submitted.append((submission.photo_id, name, true_count))
             photo_ids = [photo_id for photo_id, _, _ in submitted]
             finished = wait_for_sessions(photo_ids, deadline, progress)
             if finished:
                 wait_for_annotated(photo_ids, min(deadline, time.monotonic() + 60))
-    all_completed = print_reports(collect_reports(submitted, run_dir), as_json)
+    all_completed = print_reports(collect_reports(submitted, run_dir) + refused, as_json)
     if not finished:
         unfinished = sum(1 for r in collect_reports(submitted) if r.status in ("pending", "processing"))
         raise TimedOut(f"{unfinished} of {len(photos)} photos not finished after {timeout:g} s "
@@ -272,19 +278,24 @@ def run_demo(photos: int, as_json: bool, seed: int, timeout: float, yes: bool = 
 
 
 def read_photos(paths: list[Path]) -> list[tuple[str, bytes, int | None]]:
-    """The files' bytes, each checked to be an image before any worker starts (raises FileNotFoundError,
-    InvalidImage: the command's 'bad input')."""
+    """The files' bytes, checked to be images before any worker starts. Raises FileNotFoundError for a
+    missing file, and InvalidImage when no file is an image (the command's 'bad input'); in a batch with
+    some good photos a bad one stays in, to become one failed row while the others are counted."""
     from app.errors import InvalidImage
     from app.ml.images import inspect_image
 
     photos: list[tuple[str, bytes, int | None]] = []
+    problems: list[str] = []
     for path in paths:
         data = path.read_bytes()
         try:
             inspect_image(data)
         except InvalidImage as exc:
-            raise InvalidImage(f"{path}: {exc}") from exc
+            problems.append(f"{path}: {exc}")
         photos.append((path.name, data, None))
+    if problems and len(problems) == len(photos):
+        raise InvalidImage(problems[0] if len(problems) == 1 else f"none of the {len(problems)} files is a "
+                           f"photo that can be counted; first: {problems[0]}")
     return photos
 
 

@@ -55,3 +55,22 @@ def test_the_network_guard_catches_ultralytics_when_it_is_not_told_to_stay_offli
     subprocess.run([sys.executable, "-c", "import ultralytics"], env=env, timeout=120, check=True)
 
     assert "getaddrinfo" in attempts.read_text()
+
+
+def test_process_reports_a_bad_photo_as_one_failed_row_and_counts_the_others(tmp_path: Path) -> None:
+    from tests.utils.photos import synthetic_jpeg
+
+    good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
+    good.write_bytes(synthetic_jpeg(9590, width=1024, height=768))
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    env = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARIABLES}
+    env.update({"DATA_DIR": str(tmp_path / "process"), "PYTHONPATH": str(PROJECT_ROOT)})
+
+    done = subprocess.run([sys.executable, "-m", "app", "process", str(good), str(bad), "--json"], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]  # not all completed
+    assert "Traceback" not in done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["photos"]}
+    assert rows["good.jpg"]["status"] == "completed"
+    assert rows["bad.jpg"]["status"] == "failed" and rows["bad.jpg"]["error"].startswith("InvalidImage")

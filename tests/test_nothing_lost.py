@@ -22,6 +22,7 @@ from app.db import repository
 from app.db.models import DeadLetter
 from app.db.session import db_session
 from app.deadletter.record import record_stale
+from app.deadletter.replay import replay
 from app.intake import submit_photo
 from tests.test_reliability import (
     SMALL,
@@ -282,11 +283,12 @@ def test_a_region_failing_while_the_database_is_away_is_spooled_and_its_photo_st
 def test_the_first_photo_completes_before_the_last_is_segmented(
     isolated_broker: IsolatedBroker, faults: Faults
 ) -> None:
-    """20 photos uploaded at once: aggregation keeps up with the GPU worker on the default
+    """20 full-size photos uploaded at once: aggregation keeps up with the GPU worker on the default
     BACKGROUND_CPU_PRIORITY, so the first photo is `completed` before the last photo's segmentation
-    starts (the session's `finished_at` and `started_at`). Only the order is asserted."""
+    starts (the sessions' `finished_at` and `started_at`); it fails when aggregation waits for the GPU
+    backlog to drain. Only the order is asserted; benchmarks/bench_pipeline.py --latency measures it."""
     start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT)
-    photos = [submit_photo(synthetic_jpeg(9600 + i % 10, **SMALL), celery=isolated_broker.app) for i in range(20)]
+    photos = [submit_photo(synthetic_jpeg(9600 + i), celery=isolated_broker.app) for i in range(20)]
 
     sessions = [wait_final(s.photo_id, timeout=600) for s in photos]
 
@@ -322,3 +324,91 @@ def test_the_broker_copy_of_the_dead_letters_is_bounded_and_purged_with_its_row(
     assert copies() == ids[:1:-1]  # the newest three, newest first
     assert purge(ids[3], celery=isolated_broker.app) == 1
     assert copies() == [ids[4], ids[2]]
+
+
+def test_an_outage_past_its_deadline_is_dead_lettered_without_the_database_and_nothing_is_held(
+    isolated_broker: IsolatedBroker, faults: Faults, database: str
+) -> None:
+    """The cpu worker's database stays away past OUTAGE_DEADLINE_SECONDS (6 s here instead of 900: the same
+    clock in the message headers, only shorter; the two-minute test above shows the default waits it out):
+    aggregation fails for good, its dead letter waits in the spool and reaches the table once the
+    database is back, no message is left unacknowledged, and replaying the letter completes the photo."""
+    proxy = TcpProxy("127.0.0.1", 5432)
+    try:
+        via_proxy = database.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT,
+                      cpu_env={"DATABASE_URL": via_proxy, "OUTAGE_DEADLINE_SECONDS": "6"})
+        faults.set({"ml.count_region": {"delay": 1.0}})
+        submission = submit_photo(synthetic_jpeg(9585, **SMALL), celery=isolated_broker.app)
+        _wait_for_log(isolated_broker, "gpu", "photo segmented")
+        proxy.cut()
+        _wait_for_log(isolated_broker, "cpu", "dead letter spooled until the database is back")
+        proxy.restore()
+
+        deadline = time.monotonic() + 60
+        while not _dead_letters([submission.photo_id]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (letter,) = _dead_letters([submission.photo_id])
+        assert letter.task_name == names.AGGREGATE_TASK and letter.exception_type == "DatabaseUnavailable"
+        events = [line.get("event") for line in isolated_broker.workers.logs("cpu")]
+        assert "outage outlasted its deadline" in events
+        client = _redis(isolated_broker)
+        time.sleep(2)  # the acknowledgement follows the failure by a moment
+        assert held_deliveries(client, "cpu") == []
+
+        faults.set({})
+        replay(letter.id, isolated_broker.app)
+        assert assert_accounted_once(submission.photo_id).status == "completed"
+    finally:
+        proxy.close()
+
+
+def test_two_sweeps_at_once_fail_a_stuck_photo_once(isolated_broker: IsolatedBroker) -> None:
+    """Two sweeper runs in parallel (two cpu processes) over the same photo with no work left: one of them
+    fails it, with one dead letter; neither crashes."""
+    from app.storage import get_storage, new_key
+
+    isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=2"])
+    isolated_broker.wait_ready(["cpu"])
+    key = new_key("original", "jpg")
+    get_storage().put(key, synthetic_jpeg(9595, **SMALL), "image/jpeg")
+    with db_session() as db:
+        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
+                                           size_bytes=1, correlation_id="stuck-twice")
+        photo_id = photo.id  # never enqueued: no work anywhere
+
+    sweeps = [isolated_broker.send(names.SWEEP_TASK, "cpu", [0]) for _ in range(2)]
+    results = [sweep.get(timeout=120) for sweep in sweeps]
+
+    assert sorted(photo_id in result for result in results) == [False, True]
+    assert wait_final(photo_id).status == "failed"
+    assert [letter.exception_type for letter in _dead_letters([photo_id])] == ["StaleSession"]
+
+
+def test_the_reconciler_gives_up_after_its_attempts_with_a_dead_letter(isolated_broker: IsolatedBroker) -> None:
+    """A photo whose work keeps vanishing (its queue emptied after each re-enqueue, as a broker that loses
+    it every time) is re-enqueued RECONCILE_MAX_ATTEMPTS (3) times, then failed and dead-lettered as
+    `WorkLost`. The grace is passed as 0 s instead of RECONCILE_GRACE_SECONDS=30, the only change."""
+    from app.storage import get_storage, new_key
+
+    isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"])
+    isolated_broker.wait_ready(["cpu"])
+    key = new_key("original", "jpg")
+    get_storage().put(key, synthetic_jpeg(9596, **SMALL), "image/jpeg")
+    with db_session() as db:
+        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
+                                           size_bytes=1, correlation_id="lost-every-time")
+        photo_id = photo.id
+    client = _redis(isolated_broker)
+
+    outcomes = []
+    for _ in range(4):
+        outcomes.append(isolated_broker.send(names.RECONCILE_TASK, "cpu", [0]).get(timeout=120))
+        client.delete(*[key for key in client.keys("gpu_queue_0*") if client.type(key) == b"list"] or ["-"])
+        time.sleep(1.1)  # the next look sees the session unchanged for longer than the grace
+
+    assert [photo_id in o["requeued"] for o in outcomes] == [True, True, True, False]
+    assert photo_id in outcomes[3]["given_up"]
+    session = wait_final(photo_id)
+    assert session.status == "failed" and "lost 3 times" in (session.error or "")
+    assert [letter.exception_type for letter in _dead_letters([photo_id])] == ["WorkLost"]

@@ -33,7 +33,11 @@ _lease: list[QueueLease] = []  # this process's GPU queue lease, once taken
 @worker_init.connect
 def _load_models(**_: Any) -> None:
     """Load and warm the models before consuming; without them the worker must not start."""
-    registry = get_registry()
+    try:
+        registry = get_registry()
+    except LookupError as exc:  # DETECTION_MODEL or `demeter models use` names a model that is not there
+        log.critical("cannot resolve the detection model; the GPU worker stops", error=str(exc))
+        raise SystemExit(3) from exc
     if registry.device == "cpu":
         log.warning("NO CUDA DEVICE: the GPU worker runs its models on the CPU", device=registry.device)
     try:
@@ -41,7 +45,9 @@ def _load_models(**_: Any) -> None:
     except Exception as exc:
         log.critical("cannot load models; the GPU worker stops", error=str(exc))
         raise SystemExit(3) from exc
-    log.info("models loaded and warmed up", device=registry.device)
+    log.info("models loaded and warmed up", device=registry.device,
+             detection_weights=registry.settings.detection_weights,
+             detection_confidence=registry.settings.detection_confidence)
 
 
 @worker_init.connect

@@ -7,6 +7,7 @@ the benchmarks, so both measure exactly the code that the workers run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ from app.config import Settings
 from app.ml.plausibility import plant_like_count
 from app.ml.registry import ModelRegistry
 from app.ml.segmentation import segment_photo
-from app.ml.sliced import Detections, SliceParams, detect_in_region
+from app.ml.sliced import Detections, SliceParams, detect_in_region, detect_in_region_at
 from app.records import RegionProposal, encode_detections, validate_bbox
 
 
@@ -70,17 +71,38 @@ def padded_box(bbox: tuple[int, int, int, int], width: int, height: int, padding
     return max(0, x1 - pad_x), max(0, y1 - pad_y), min(width, x2 + pad_x), min(height, y2 + pad_y)
 
 
-def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry) -> Detections:
-    """Plants whose centre lies inside the region's box (detected on a slightly padded crop)."""
-    settings = registry.settings
-    height, width = image_rgb.shape[:2]
-    x1, y1, x2, y2 = validate_bbox(bbox, width, height)
-    search = padded_box((x1, y1, x2, y2), width, height, settings.region_padding)
-    found = detect_in_region(registry.tile_detector(), image_rgb, search, slice_params(settings))
+def _counted_inside(found: Detections, bbox: tuple[int, int, int, int], counted: tuple[int, ...]) -> Detections:
+    """The boxes of counted classes (DETECTION_COUNT_CLASSES) whose centre lies inside `bbox`."""
+    x1, y1, x2, y2 = bbox
     centres_x = (found.boxes[:, 0] + found.boxes[:, 2]) / 2
     centres_y = (found.boxes[:, 1] + found.boxes[:, 3]) / 2
     inside = (centres_x >= x1) & (centres_x < x2) & (centres_y >= y1) & (centres_y < y2)
-    return Detections(found.boxes[inside], found.scores[inside])
+    return found.take(inside & np.isin(found.classes, counted))
+
+
+def count_region(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry) -> Detections:
+    """Plants whose centre lies inside the region's box (detected on a slightly padded crop).
+
+    Only boxes of the counted classes are kept (a detector may also find e.g. empty cells).
+    """
+    settings = registry.settings
+    height, width = image_rgb.shape[:2]
+    box = validate_bbox(bbox, width, height)
+    search = padded_box(box, width, height, settings.region_padding)
+    found = detect_in_region(registry.tile_detector(), image_rgb, search, slice_params(settings))
+    return _counted_inside(found, box, registry.counted_classes())
+
+
+def count_region_at(image_rgb: np.ndarray, bbox: tuple[int, int, int, int], registry: ModelRegistry,
+                    thresholds: list[float]) -> list[Detections]:
+    """`count_region` at several confidence thresholds with one pass of the network (threshold calibration)."""
+    settings = registry.settings
+    height, width = image_rgb.shape[:2]
+    box = validate_bbox(bbox, width, height)
+    search = padded_box(box, width, height, settings.region_padding)
+    found = detect_in_region_at(registry.tile_detector(), image_rgb, search, slice_params(settings), thresholds)
+    counted = registry.counted_classes()
+    return [_counted_inside(f, box, counted) for f in found]
 
 
 def region_result(region_index: int, detections: Detections, plant_like: int | None = None) -> dict[str, Any]:
@@ -124,3 +146,20 @@ def analyse_photo(image_rgb: np.ndarray, registry: ModelRegistry) -> PhotoAnalys
         detections = count_region(image_rgb, region.bbox, registry)
         counted.append(RegionCount(region, detections, plant_like_count(image_rgb, detections.boxes)))
     return PhotoAnalysis(counted)
+
+
+def pipeline_counter(registry: ModelRegistry, whole_photo: bool = False) -> Callable[[np.ndarray, list[float]],
+                                                                                      list[np.ndarray]]:
+    """`(image, thresholds) -> (N, 4) plant boxes per threshold`, as the workers would count the photo.
+
+    Regions come from the container segmenter, or the whole photo is one region (`whole_photo`: photos of
+    one tray filling the frame, or containers the segmenter was never taught). For threshold calibration.
+    """
+
+    def count_at(image_rgb: np.ndarray, thresholds: list[float]) -> list[np.ndarray]:
+        regions, _ = choose_regions(image_rgb, registry, "whole" if whole_photo else "segment")
+        per_region = [count_region_at(image_rgb, r.bbox, registry, thresholds) for r in regions]
+        return [np.concatenate([found[i].boxes for found in per_region]).reshape(-1, 4) if per_region
+                else np.zeros((0, 4), np.float32) for i in range(len(thresholds))]
+
+    return count_at

@@ -43,6 +43,21 @@ def select_device(requested: str) -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
+def counted_class_ids(names: dict[int, str], counted: list[str]) -> tuple[int, ...]:
+    """The detector's class indices whose names are in DETECTION_COUNT_CLASSES.
+
+    A one-class detector counts its class whatever its name (a grower's `seedling` model); a detector of
+    several classes none of which is counted is refused (ModelUnavailable), rather than counting nothing.
+    """
+    ids = tuple(sorted(i for i, name in names.items() if name in counted))
+    if ids:
+        return ids
+    if len(names) == 1:
+        return tuple(names)
+    raise ModelUnavailable(f"none of the detector's classes ({', '.join(names.values())}) is in "
+                           f"DETECTION_COUNT_CLASSES ({', '.join(counted)})")
+
+
 def fetch_weights(uri: str, cache_dir: Path) -> Path:
     """A local path for `uri`: a file path as is, an s3:// object downloaded once."""
     if not uri.startswith("s3://"):
@@ -136,6 +151,11 @@ class ModelRegistry:
                 self._models[key] = self._load_tiles(key, yolo)
             return self._models[key]
 
+    def counted_classes(self) -> tuple[int, ...]:
+        """Class indices of the detector that count as plants (DETECTION_COUNT_CLASSES)."""
+        names = {int(k): str(v) for k, v in self.detector().names.items()}
+        return counted_class_ids(names, self.settings.detection_count_classes)
+
     def card(self, weights: str, task: str) -> ModelCard:
         """The model card beside `weights` (a path or s3:// URI), read once; the default card when there is none.
 
@@ -187,7 +207,14 @@ _registry: ModelRegistry | None = None
 
 
 def get_registry() -> ModelRegistry:
+    """This process's registry, with the detector chosen by DETECTION_MODEL or `demeter models use`.
+
+    The choice is read once, at the first call (a worker's start), so a running worker never switches
+    models between the regions of one photo; a restarted or recycled worker reads it again.
+    """
     global _registry
     if _registry is None:
-        _registry = ModelRegistry(get_settings())
+        from app.ml.catalog import resolve_detection
+
+        _registry = ModelRegistry(resolve_detection(get_settings()))
     return _registry

@@ -12,6 +12,7 @@ resized and padded on the device; on a CPU with OpenCV, as ultralytics does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,13 +55,21 @@ class SliceParams:
 class Detections:
     boxes: np.ndarray  # (N, 4) float32 x1, y1, x2, y2 in photo pixels
     scores: np.ndarray  # (N,) float32
+    classes: np.ndarray  # (N,) int64, the detector's class index of each box
 
     def __len__(self) -> int:
         return len(self.scores)
 
     @classmethod
     def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int64))
+
+    def take(self, keep: np.ndarray) -> Detections:
+        return Detections(self.boxes[keep], self.scores[keep], self.classes[keep])
+
+    def of_classes(self, counted: tuple[int, ...]) -> Detections:
+        """Only the boxes whose class is in `counted` (e.g. plants, not empty cells)."""
+        return self.take(np.isin(self.classes, counted))
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,28 @@ def tiles_on_cpu(crop: np.ndarray, windows: np.ndarray, box: Letterbox) -> torch
     return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
 
+def region_windows(photo_shape: tuple[int, int], bbox: tuple[int, int, int, int], params: SliceParams) -> np.ndarray:
+    """(K, 4) slice windows over `bbox` of a photo of `photo_shape` (H, W), in the box's own coordinates.
+
+    The one place that decides where slices fall: inference (`detect_in_region`) and the training
+    slices (`app.ml.training`) both call it, so a model is trained on plants at the scale it counts them.
+    """
+    height, width = photo_shape
+    x1, y1, x2, y2 = bbox
+    return slice_windows(x2 - x1, y2 - y1, params.slice_pixels(width, height), params.overlap)
+
+
+def letterboxed_tiles(crop: np.ndarray, windows: np.ndarray, imgsz: int, stride: int,
+                      rect: bool) -> tuple[np.ndarray, Letterbox]:
+    """(B, H, W, 3) uint8 network inputs for `windows` of an RGB crop, and where each tile landed in them.
+
+    The same resize and padding as the CPU inference path (`tiles_on_cpu`): training slices are cut by it.
+    """
+    tile_shape = (int(windows[0, 3] - windows[0, 1]), int(windows[0, 2] - windows[0, 0]))
+    box = Letterbox.plan(tile_shape, imgsz, stride, rect=rect)
+    return tiles_on_cpu(crop, windows, box).permute(0, 2, 3, 1).numpy(), box
+
+
 def tiles_on_device(crop: torch.Tensor, windows: np.ndarray, box: Letterbox) -> torch.Tensor:
     """The same on the GPU: the crop is uploaded once, tiles are cut, resized and padded there (float32)."""
     tiles = torch.stack([crop[y1:y2, x1:x2] for x1, y1, x2, y2 in windows.tolist()]).permute(0, 3, 1, 2).float()
@@ -189,15 +220,16 @@ def _batches(count: int, size: int) -> Iterator[slice]:
 
 def predict_windows(
     detector: TileDetector, crop_rgb: np.ndarray, windows: np.ndarray, params: SliceParams
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run the detector over every window; float64 boxes (exact shifts) in crop coordinates, float32 scores."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the detector over every window; float64 boxes (exact shifts) in crop coordinates, float32 scores,
+    int64 classes."""
     non_max_suppression, scale_boxes = _ultralytics_ops()
     network = detector.network
     tile_shape = (int(windows[0, 3] - windows[0, 1]), int(windows[0, 2] - windows[0, 0]))
     box = Letterbox.plan(tile_shape, params.imgsz, detector.stride, rect=network.dynamic)
     on_device = network.device.type == "cuda"
     crop = torch.from_numpy(np.ascontiguousarray(crop_rgb)).to(network.device) if on_device else None
-    found_boxes, found_scores, found_tiles = [], [], []
+    found_boxes, found_scores, found_classes, found_tiles = [], [], [], []
     for part in _batches(len(windows), params.batch_size):
         chosen = windows[part]
         tiles = tiles_on_cpu(crop_rgb, chosen, box) if crop is None else tiles_on_device(crop, chosen, box)
@@ -211,21 +243,23 @@ def predict_windows(
         scaled = scale_boxes(box.input_shape, found[:, :4].clone(), tile_shape)  # also clips to the tile
         found_boxes.append(scaled.cpu().numpy())
         found_scores.append(found[:, 4].cpu().numpy())
+        found_classes.append(found[:, 5].cpu().numpy())
         found_tiles.append(torch.repeat_interleave(torch.arange(part.start, part.stop), counts).numpy())
     if not found_boxes:
-        return np.zeros((0, 4), np.float64), np.zeros((0,), np.float32)
+        return np.zeros((0, 4), np.float64), np.zeros((0,), np.float32), np.zeros((0,), np.int64)
     tile_index = np.concatenate(found_tiles)
     boxes = np.concatenate(found_boxes).astype(np.float64) + np.tile(windows[tile_index, :2], 2)
-    return boxes, np.concatenate(found_scores).astype(np.float32)
+    return boxes, np.concatenate(found_scores).astype(np.float32), np.concatenate(found_classes).astype(np.int64)
 
 
 def _merge_groups(
-    boxes: np.ndarray, scores: np.ndarray, keep_to_merge: dict[int, list[int]], metric: str, threshold: float
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, keep_to_merge: dict[int, list[int]], metric: str,
+    threshold: float,
 ) -> Detections:
     """SAHI's merge loop, vectorised across groups: step j folds every group's j-th member into its grown box.
 
     Like SAHI, each member is re-checked against the box grown so far; a match widens the box to the
-    union and keeps the best score.
+    union and keeps the best score; the group keeps the class of its first (best) box.
     """
     keeps = np.fromiter(keep_to_merge.keys(), np.int64, len(keep_to_merge))
     merged, best = boxes[keeps].copy(), scores[keeps].copy()
@@ -240,35 +274,60 @@ def _merge_groups(
         merged[rows, :2] = np.minimum(merged[rows, :2], boxes[other, :2])
         merged[rows, 2:] = np.maximum(merged[rows, 2:], boxes[other, 2:])
         best[rows] = np.maximum(best[rows], scores[other])
-    return Detections(merged.astype(np.float32), best)
+    return Detections(merged.astype(np.float32), best, classes[keeps])
 
 
-def merge_detections(boxes: np.ndarray, scores: np.ndarray, params: SliceParams) -> Detections:
-    """Merge duplicates from overlapping slices exactly as SAHI's (class-agnostic) postprocess does."""
+def merge_detections(boxes: np.ndarray, scores: np.ndarray, params: SliceParams,
+                     classes: np.ndarray | None = None) -> Detections:
+    """Merge duplicates from overlapping slices exactly as SAHI's (class-agnostic) postprocess does.
+
+    `classes` (default: all 0) are carried along: a merged box keeps its best box's class.
+    """
     if len(scores) == 0:
         return Detections.empty()
+    classes = np.zeros(len(scores), np.int64) if classes is None else classes
     boxes = boxes.astype(np.float64, copy=False)
     predictions = np.zeros((len(scores), 6), np.float32)  # SAHI matches on float32 copies, class 0
     predictions[:, :4], predictions[:, 4] = boxes, scores
     if params.merge_method == "NMS":
         keep = np.asarray(nms(predictions, match_metric=params.merge_metric, match_threshold=params.merge_threshold))
-        return Detections(boxes[keep].astype(np.float32), scores[keep])
+        return Detections(boxes[keep].astype(np.float32), scores[keep], classes[keep])
     keep_to_merge = greedy_nmm(predictions, match_metric=params.merge_metric, match_threshold=params.merge_threshold)
-    return _merge_groups(boxes, scores, keep_to_merge, params.merge_metric, params.merge_threshold)
+    return _merge_groups(boxes, scores, classes, keep_to_merge, params.merge_metric, params.merge_threshold)
+
+
+def _region_boxes(
+    detector: TileDetector, image_rgb: np.ndarray, bbox: tuple[int, int, int, int], params: SliceParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every window's boxes above the confidence, in photo coordinates, before merging; scores; classes."""
+    x1, y1, x2, y2 = bbox
+    windows = region_windows(image_rgb.shape[:2], bbox, params)
+    boxes, scores, classes = predict_windows(detector, image_rgb[y1:y2, x1:x2], windows, params)
+    # SAHI drops boxes that clipping left without area.
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep] + np.array([x1, y1, x1, y1], np.float64), scores[keep], classes[keep]
 
 
 def detect_in_region(
     detector: TileDetector, image_rgb: np.ndarray, bbox: tuple[int, int, int, int], params: SliceParams
 ) -> Detections:
     """Detect plants inside `bbox` of the photo; boxes in photo coordinates."""
-    height, width = image_rgb.shape[:2]
-    x1, y1, x2, y2 = bbox
-    windows = slice_windows(x2 - x1, y2 - y1, params.slice_pixels(width, height), params.overlap)
-    boxes, scores = predict_windows(detector, image_rgb[y1:y2, x1:x2], windows, params)
-    # SAHI drops boxes that clipping left without area.
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    boxes, scores = boxes[keep] + np.array([x1, y1, x1, y1], np.float64), scores[keep]
-    return merge_detections(boxes, scores, params)
+    boxes, scores, classes = _region_boxes(detector, image_rgb, bbox, params)
+    return merge_detections(boxes, scores, params, classes)
+
+
+def detect_in_region_at(
+    detector: TileDetector, image_rgb: np.ndarray, bbox: tuple[int, int, int, int], params: SliceParams,
+    thresholds: list[float],
+) -> list[Detections]:
+    """`detect_in_region` at each confidence threshold, with one pass of the network (at the lowest).
+
+    Exact: NMS inside a tile only lets a box be removed by a higher-scoring one, so the boxes it keeps
+    above a threshold t are the same whether it ran at t or lower; merging then runs per threshold.
+    """
+    boxes, scores, classes = _region_boxes(detector, image_rgb, bbox,
+                                           dataclasses.replace(params, confidence=min(thresholds)))
+    return [merge_detections(boxes[scores >= t], scores[scores >= t], params, classes[scores >= t]) for t in thresholds]
 
 
 def agreement(found: np.ndarray, reference: np.ndarray, iou_threshold: float = 0.5) -> tuple[float, float]:

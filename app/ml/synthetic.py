@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -34,6 +34,7 @@ from app.geometry import box_overlap
 
 CONTAINER_CLASSES: tuple[str, ...] = ("tray", "segment")  # class id = index
 PLANT_CATEGORY_ID = 3
+EMPTY_CELL_CATEGORY_ID = 4  # written only for styles other than the default
 REFERENCE_LONG_SIDE = 2048
 MAX_PLANT_IOU = 0.3
 _SHIFT = 2  # sub-pixel bits for cv2 drawing
@@ -44,6 +45,34 @@ Rect = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
+class SyntheticStyle:
+    """How a bench looks. The default draws exactly what this generator always drew (same seeds, same pixels).
+
+    Every option away from its default changes only what it names; new random draws come from their own
+    stream, so the layout of a seed stays comparable across styles.
+    """
+
+    name: str = "default"
+    plant_scale: float = 1.0  # plant size and spacing (tray cells, bed grid) times this
+    leaves: tuple[int, int] | None = None  # leaves per plant (min, max); None: 3-6 in beds, 2-5 in trays
+    leaf_width: float = 1.0  # leaf width / length times this (0.4: narrow, strap-like leaves)
+    soil_grains: float = 0.0  # bright perlite grains per 1000 px^2 of soil (at the reference side)
+    cell_walls: float = 1.0  # brightness of tray cell walls relative to the tray plastic's default shade
+    empty_cells: float | None = None  # share of empty tray cells; None: 10-40 % per tray
+    segment_share: float = 0.55  # chance that a container is an open bed rather than a tray
+
+
+DEFAULT_STYLE = SyntheticStyle()
+# A bench the shipped detector was never shown: large strap-leaved plants, white perlite on the soil,
+# light cell walls and many empty cells (see models/README.md, "A second style").
+STYLES: dict[str, SyntheticStyle] = {
+    "default": DEFAULT_STYLE,
+    "perlite": SyntheticStyle(name="perlite", plant_scale=2.0, leaves=(6, 9), leaf_width=0.45, soil_grains=12.0,
+                              cell_walls=3.0, empty_cells=0.35, segment_share=0.4),
+}
+
+
+@dataclass(frozen=True)
 class SyntheticContainer:
     """One container and the boxes of the plants inside it."""
 
@@ -51,6 +80,7 @@ class SyntheticContainer:
     polygon: list[tuple[float, float]]  # image pixel coords, closed implicitly
     bbox: tuple[int, int, int, int]  # x1, y1, x2, y2
     plants: list[Box]  # plant boxes x1, y1, x2, y2 in image coords
+    empty_cells: list[Box] = field(default_factory=list)  # trays: the soil of cells without a plant
 
     @property
     def count(self) -> int:
@@ -159,7 +189,7 @@ def _container_rect(rng: np.random.Generator, cell: Rect, s: float) -> Rect:
 
 
 def _plant_geometry(rng: np.random.Generator, centers: np.ndarray, sizes: np.ndarray,
-                    leaves: tuple[int, int]) -> _Plants:
+                    leaves: tuple[int, int], leaf_width: float = 1.0) -> _Plants:
     """Leaf ellipses radiating from each centre; boxes are their exact union."""
     n, k = len(centers), leaves[1]
     count = rng.integers(leaves[0], leaves[1] + 1, n)
@@ -170,7 +200,7 @@ def _plant_geometry(rng: np.random.Generator, centers: np.ndarray, sizes: np.nda
     length = radius[:, None] * rng.uniform(0.62, 1.0, (n, k))
     length[:, 0] = radius * rng.uniform(0.92, 1.0, n)  # one leaf reaches the nominal size
     a = length / 2.0
-    b = a * rng.uniform(0.35, 0.62, (n, k))
+    b = a * rng.uniform(0.35, 0.62, (n, k)) * leaf_width
     cos, sin = np.cos(angle), np.sin(angle)
     cx, cy = centers[:, :1] + cos * a, centers[:, 1:] + sin * a
     hw, hh = np.sqrt((a * cos) ** 2 + (b * sin) ** 2), np.sqrt((a * sin) ** 2 + (b * cos) ** 2)
@@ -202,14 +232,14 @@ def _drop_overlaps(boxes: np.ndarray, alive: np.ndarray) -> np.ndarray:
 
 def _grid_plants(rng: np.random.Generator, origin: tuple[float, float], pitch: float, shape: tuple[int, int],
                  size: tuple[float, float], jitter: float, keep: float,
-                 leaves: tuple[int, int]) -> tuple[_Plants, np.ndarray]:
+                 leaves: tuple[int, int], leaf_width: float = 1.0) -> tuple[_Plants, np.ndarray]:
     """Plants on a jittered grid; returns the geometry and the (R*C,) alive mask."""
     rows, cols = shape
     gy, gx = np.mgrid[0:rows, 0:cols].astype(np.float64)
     cx = origin[0] + (gx + 0.5) * pitch + rng.uniform(-jitter, jitter, (rows, cols)) * pitch
     cy = origin[1] + (gy + 0.5) * pitch + rng.uniform(-jitter, jitter, (rows, cols)) * pitch
     sizes = rng.uniform(size[0], size[1], rows * cols)
-    plants = _plant_geometry(rng, np.stack([cx.ravel(), cy.ravel()], 1), sizes, leaves)
+    plants = _plant_geometry(rng, np.stack([cx.ravel(), cy.ravel()], 1), sizes, leaves, leaf_width)
     alive = rng.random((rows, cols)) < keep
     alive = _drop_overlaps(plants.boxes.reshape(rows, cols, 4), alive)
     return plants, alive.ravel()
@@ -298,7 +328,8 @@ def _bed_soil(rng: np.random.Generator, h: int, w: int, s: float) -> np.ndarray:
 
 
 def _render_segment(rng: np.random.Generator, tex: np.random.Generator, img: np.ndarray, rect: Rect,
-                    s: float) -> SyntheticContainer:
+                    s: float, style: SyntheticStyle = DEFAULT_STYLE,
+                    grains: np.random.Generator | None = None) -> SyntheticContainer:
     """An open soil bed crowded with plants (`tex` drives only the soil texture)."""
     poly = _rounded_polygon(rng, rect, s)
     bx1, by1 = math.floor(poly[:, 0].min()), math.floor(poly[:, 1].min())
@@ -314,15 +345,18 @@ def _render_segment(rng: np.random.Generator, tex: np.random.Generator, img: np.
     edge = tuple(float(v) for v in rng.uniform(60, 170) * np.array([1.0, 0.92, 0.8]))
     cv2.polylines(roi, [local], True, edge, border, cv2.LINE_AA, _SHIFT)
 
-    pitch = rng.uniform(22, 42) * s
+    if grains is not None:
+        _sprinkle(grains, roi, mask > 0, style.soil_grains, s)
+    pitch = rng.uniform(22, 42) * s * style.plant_scale
     margin = 2 * (border + int(3 * s)) + 1
     kernel = np.ones((margin, margin), np.uint8)
     inner = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     ox, oy = bx1 + border, by1 + border
     shape = (max(1, int((h - 2 * border) / pitch)), max(1, int((w - 2 * border) / pitch)))
-    lo, hi = max(14 * s, 0.8 * pitch), min(48 * s, 1.4 * pitch)
+    big = style.plant_scale
+    lo, hi = max(14 * s * big, 0.8 * pitch), min(48 * s * big, 1.4 * pitch)
     plants, alive = _grid_plants(rng, (ox, oy), pitch, shape, (lo, max(lo, hi)), 0.15,
-                                 rng.uniform(0.72, 0.97), (3, 6))
+                                 rng.uniform(0.72, 0.97), style.leaves or (3, 6), style.leaf_width)
     alive &= _boxes_inside(plants.boxes, inner, bx1, by1)
     plants = plants.take(alive)
     _draw_shadows(img, plants, s)
@@ -343,9 +377,10 @@ def _boxes_inside(boxes: np.ndarray, mask: np.ndarray, ox: int, oy: int) -> np.n
     return ok
 
 
-def _render_tray(rng: np.random.Generator, img: np.ndarray, rect: Rect, s: float) -> SyntheticContainer:
+def _render_tray(rng: np.random.Generator, img: np.ndarray, rect: Rect, s: float, style: SyntheticStyle = DEFAULT_STYLE,
+                 grains: np.random.Generator | None = None) -> SyntheticContainer:
     """A dark plastic plug tray: a grid of cells, one plant per occupied cell."""
-    pitch = rng.uniform(30, 50) * s
+    pitch = rng.uniform(30, 50) * s * style.plant_scale
     rim = rng.uniform(6, 12) * s
     cols = max(2, int((rect[2] - rect[0] - 2 * rim) / pitch))
     rows = max(2, int((rect[3] - rect[1] - 2 * rim) / pitch))
@@ -355,40 +390,70 @@ def _render_tray(rng: np.random.Generator, img: np.ndarray, rect: Rect, s: float
     p1, p2 = (int(x1 * _ONE), int(y1 * _ONE)), (int(x2 * _ONE), int(y2 * _ONE))
     cv2.rectangle(img, p1, p2, plastic.tolist(), -1, cv2.LINE_AA, _SHIFT)
     cv2.rectangle(img, p1, p2, (plastic * 1.6).tolist(), max(1, int(2 * s)), cv2.LINE_AA, _SHIFT)
-    _draw_cells(rng, img, (x1 + rim, y1 + rim), pitch, (rows, cols), plastic, s)
-    lo, hi = max(14 * s, 0.55 * pitch), min(48 * s, 1.05 * pitch)
+    cells = _draw_cells(rng, img, (x1 + rim, y1 + rim), pitch, (rows, cols), plastic, s, style.cell_walls)
+    if grains is not None:
+        inside = np.zeros(img.shape[:2], bool)
+        for cx0, cy0, cx1, cy1 in cells.round().astype(int):
+            inside[cy0:cy1, cx0:cx1] = True
+        _sprinkle(grains, img, inside, style.soil_grains, s)
+    big = style.plant_scale
+    lo, hi = max(14 * s * big, 0.55 * pitch), min(48 * s * big, 1.05 * pitch)
     keep = 1.0 - rng.uniform(0.10, 0.40)
-    plants, alive = _grid_plants(rng, (x1 + rim, y1 + rim), pitch, (rows, cols), (lo, hi), 0.07, keep, (2, 5))
+    if style.empty_cells is not None:
+        keep = 1.0 - style.empty_cells
+    plants, alive = _grid_plants(rng, (x1 + rim, y1 + rim), pitch, (rows, cols), (lo, hi), 0.07, keep,
+                                 style.leaves or (2, 5), style.leaf_width)
+    empty = cells[~alive]
     plants = plants.take(alive)
     _draw_shadows(img, plants, s)
     _draw_plants(rng, img, plants)
     poly = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
-    return _container("tray", poly, plants.boxes)
+    return _container("tray", poly, plants.boxes, empty)
 
 
 def _draw_cells(rng: np.random.Generator, img: np.ndarray, origin: tuple[float, float], pitch: float,
-                shape: tuple[int, int], plastic: np.ndarray, s: float) -> None:
-    """Cell walls as the tray colour, cell interiors as soil with a dark inner edge."""
+                shape: tuple[int, int], plastic: np.ndarray, s: float, walls: float = 1.0) -> np.ndarray:
+    """Cell walls as the tray colour, cell interiors as soil with a dark inner edge; (R*C, 4) soil boxes."""
     wall = pitch * rng.uniform(0.08, 0.16)
     soil = rng.uniform(40, 75) * np.array([1.25, 0.95, 0.7])
     rows, cols = shape
     shade = rng.normal(0, 6, (rows, cols))
+    soil_boxes = []
     for r in range(rows):
         for c in range(cols):
             cx0, cy0 = origin[0] + c * pitch + wall, origin[1] + r * pitch + wall
             cx1, cy1 = cx0 + pitch - 2 * wall, cy0 + pitch - 2 * wall
             a, b = (int(cx0 * _ONE), int(cy0 * _ONE)), (int(cx1 * _ONE), int(cy1 * _ONE))
-            cv2.rectangle(img, a, b, (plastic * 0.6).tolist(), -1, cv2.LINE_AA, _SHIFT)
+            cv2.rectangle(img, a, b, np.minimum(plastic * 0.6 * walls, 255).tolist(), -1, cv2.LINE_AA, _SHIFT)
             inset = int(max(1.0, 2.5 * s) * _ONE)
             cv2.rectangle(img, (a[0] + inset, a[1] + inset), (b[0] - inset, b[1] - inset),
                           (soil + shade[r, c]).tolist(), -1, cv2.LINE_AA, _SHIFT)
+            soil_boxes.append(((a[0] + inset) / _ONE, (a[1] + inset) / _ONE, (b[0] - inset) / _ONE,
+                               (b[1] - inset) / _ONE))
+    return np.array(soil_boxes, np.float64).reshape(-1, 4)
 
 
-def _container(kind: str, poly: list[tuple[float, float]], boxes: np.ndarray) -> SyntheticContainer:
+def _sprinkle(rng: np.random.Generator, img: np.ndarray, where: np.ndarray, per_1000px: float, s: float) -> None:
+    """Bright perlite grains (1-3 px across at the reference side) on the soil pixels in `where`."""
+    ys, xs = np.nonzero(where)
+    n = rng.poisson(per_1000px * len(ys) / (1000 * s * s)) if len(ys) else 0  # area at the reference side
+    if n == 0:
+        return
+    pick = rng.integers(0, len(ys), n)
+    radius = rng.uniform(0.6, 1.6, n) * s
+    shade = rng.uniform(190, 250, n)
+    for y, x, r, v in zip(ys[pick], xs[pick], radius, shade, strict=True):
+        colour = (float(v), float(v) * 0.98, float(v) * 0.93)
+        cv2.circle(img, (int(x * _ONE), int(y * _ONE)), max(int(r * _ONE), 2), colour, -1, cv2.LINE_AA, _SHIFT)
+
+
+def _container(kind: str, poly: list[tuple[float, float]], boxes: np.ndarray,
+               empty: np.ndarray | None = None) -> SyntheticContainer:
     xs, ys = [p[0] for p in poly], [p[1] for p in poly]
     bbox = (math.floor(min(xs)), math.floor(min(ys)), math.ceil(max(xs)), math.ceil(max(ys)))
     plants = [(float(a), float(b), float(c), float(d)) for a, b, c, d in boxes]
-    return SyntheticContainer(kind, poly, bbox, plants)
+    cells = [] if empty is None else [(float(a), float(b), float(c), float(d)) for a, b, c, d in empty]
+    return SyntheticContainer(kind, poly, bbox, plants, cells)
 
 
 # --------------------------------------------------------------------------- photo
@@ -442,7 +507,7 @@ def _jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
 
 
 def render_photo(seed: int, width: int = 2048, height: int = 1536, min_containers: int = 2,
-                 max_containers: int = 6) -> SyntheticPhoto:
+                 max_containers: int = 6, style: SyntheticStyle = DEFAULT_STYLE) -> SyntheticPhoto:
     """Render one synthetic bench photo; identical pixels for the same arguments."""
     # Two streams: the scene (layout, plants) does not depend on the resolution,
     # so the same seed gives the same bench at 2048x1536 and 4000x3000.
@@ -453,14 +518,15 @@ def render_photo(seed: int, width: int = 2048, height: int = 1536, min_container
     img = np.clip(base, 0, 255).astype(np.uint8)
     n = int(rng.integers(min_containers, max_containers + 1))
     containers = []
+    grains = np.random.default_rng([seed, 2]) if style.soil_grains > 0 else None  # a stream of its own
     for cell in _split_cells(rng, area, n):
         rect = _container_rect(rng, cell, s)
-        segment = rng.random() < 0.55 or min(rect[2] - rect[0], rect[3] - rect[1]) < 150 * s
+        segment = rng.random() < style.segment_share or min(rect[2] - rect[0], rect[3] - rect[1]) < 150 * s
         own = np.random.default_rng(rng.integers(2**63))  # rounding elsewhere cannot shift later draws
         if segment:
-            containers.append(_render_segment(own, tex, img, rect, s))
+            containers.append(_render_segment(own, tex, img, rect, s, style, grains))
         else:
-            containers.append(_render_tray(own, img, rect, s))
+            containers.append(_render_tray(own, img, rect, s, style, grains))
     img = _lighting(tex, img, s)
     img = _jpeg_roundtrip(img, int(tex.integers(75, 96)))
     return SyntheticPhoto(img, containers)
@@ -469,10 +535,12 @@ def render_photo(seed: int, width: int = 2048, height: int = 1536, min_container
 # --------------------------------------------------------------------------- COCO
 
 
-def _coco_categories() -> list[dict[str, object]]:
+def _coco_categories(empty_cells: bool = False) -> list[dict[str, object]]:
     cats: list[dict[str, object]] = [{"id": i + 1, "name": n, "supercategory": "container"}
                                      for i, n in enumerate(CONTAINER_CLASSES)]
     cats.append({"id": PLANT_CATEGORY_ID, "name": "plant", "supercategory": "plant"})
+    if empty_cells:
+        cats.append({"id": EMPTY_CELL_CATEGORY_ID, "name": "empty_cell", "supercategory": "plant"})
     return cats
 
 
@@ -494,16 +562,29 @@ def _coco_annotations(image_id: int, containers: list[SyntheticContainer],
                          "bbox": [round(px1, 2), round(py1, 2), round(w, 2), round(h, 2)],
                          "area": round(w * h, 2), "iscrowd": 0, "container_id": cid})
             next_id += 1
+        for ex1, ey1, ex2, ey2 in c.empty_cells:
+            w, h = ex2 - ex1, ey2 - ey1
+            anns.append({"id": next_id, "image_id": image_id, "category_id": EMPTY_CELL_CATEGORY_ID,
+                         "bbox": [round(ex1, 2), round(ey1, 2), round(w, 2), round(h, 2)],
+                         "area": round(w * h, 2), "iscrowd": 0, "container_id": cid})
+            next_id += 1
     return anns, next_id
 
 
-def write_dataset(out_dir: Path, n: int, seed: int, width: int = 2048, height: int = 1536) -> Path:
-    """Render n photos (seeds seed..seed+n-1) as JPEGs plus a COCO file; return its path."""
+def write_dataset(out_dir: Path, n: int, seed: int, width: int = 2048, height: int = 1536,
+                  style: SyntheticStyle = DEFAULT_STYLE) -> Path:
+    """Render n photos (seeds seed..seed+n-1) as JPEGs plus a COCO file; return its path.
+
+    Styles other than the default also label empty tray cells (category `empty_cell`).
+    """
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     images, annotations, next_id = [], [], 1
+    empty_cells = style != DEFAULT_STYLE
     for i in range(n):
-        photo = render_photo(seed + i, width, height)
+        photo = render_photo(seed + i, width, height, style=style)
+        if not empty_cells:
+            photo = SyntheticPhoto(photo.image, [replace(c, empty_cells=[]) for c in photo.containers])
         name = f"bench_{seed}_{i}.jpg"
         bgr = cv2.cvtColor(photo.image, cv2.COLOR_RGB2BGR)
         cv2.imwrite(str(out_dir / "images" / name), bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -512,7 +593,7 @@ def write_dataset(out_dir: Path, n: int, seed: int, width: int = 2048, height: i
         anns, next_id = _coco_annotations(i + 1, photo.containers, next_id)
         annotations += anns
     path = out_dir / "annotations.json"
-    coco = {"images": images, "annotations": annotations, "categories": _coco_categories()}
+    coco = {"images": images, "annotations": annotations, "categories": _coco_categories(empty_cells)}
     path.write_text(json.dumps(coco))
     return path
 
@@ -528,7 +609,7 @@ def load_ground_truth(annotations: Path) -> dict[str, list[SyntheticContainer]]:
             plants.setdefault(a["container_id"], []).append((x, y, x + w, y + h))
     by_image: dict[int, list[SyntheticContainer]] = {img["id"]: [] for img in coco["images"]}
     for a in coco["annotations"]:
-        if a["category_id"] == PLANT_CATEGORY_ID:
+        if a["category_id"] in (PLANT_CATEGORY_ID, EMPTY_CELL_CATEGORY_ID):
             continue
         flat = a["segmentation"][0]
         poly = [(float(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]

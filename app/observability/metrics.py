@@ -27,11 +27,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app import names
+
+disable_created_metrics()  # no `*_created` series: they only double what a dashboard has to skip
 
 Stage = Literal["decode", "segmentation", "detection", "aggregation"]
 FINAL_STATUSES = ("completed", "warning", "failed")

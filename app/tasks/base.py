@@ -6,13 +6,15 @@ from __future__ import annotations
 import time
 from typing import Any, NoReturn
 
+import kombu.exceptions
+import redis.exceptions
 from billiard.einfo import ExceptionInfo
 from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 
 from app.config import get_settings
 from app.deadletter import record as deadletter
-from app.errors import TRANSIENT_ERRORS, Outage, PermanentError
+from app.errors import TRANSIENT_ERRORS, BrokerUnavailable, Outage, PermanentError
 from app.observability import metrics
 from app.observability.logging import get_logger
 from app.observability.signals import photo_id_of
@@ -38,6 +40,12 @@ def outage_countdown(*, waited: float, attempt: int, deadline: int, factor: int,
                                                 full_jitter=jitter))
 
 
+# What a publish raises when the broker is away (kombu wraps the Redis client's connection errors, and
+# raises them as they are on some paths); waited out like the other outages.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
+                                                  redis.exceptions.TimeoutError)
+
+
 class PipelineTask(Task):
     """Outages retry until OUTAGE_DEADLINE_SECONDS; other transient errors retry TASK_MAX_RETRIES times
     with exponential backoff; permanent ones are never retried.
@@ -59,6 +67,9 @@ class PipelineTask(Task):
             return super().__call__(*args, **kwargs)
         except Outage as exc:
             self.wait_out(exc)
+            raise
+        except BROKER_ERRORS as exc:  # a publish from the task's body (a chord, the next task) found no broker
+            self.wait_out(BrokerUnavailable(f"broker unreachable: {exc}"))
             raise
         except TRANSIENT_ERRORS as exc:
             self.retry_own(exc)

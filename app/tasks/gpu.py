@@ -107,7 +107,15 @@ def _segment(photo_id: int) -> list[dict[str, Any]]:
     return region_docs
 
 
-@app.task(bind=True, base=PipelineTask, autoretry_for=(), name=names.CHILD_TASK)
+# On a Redis result backend a region's result (~7 KiB of detections) reaches the chord through the chord's
+# list (`on_chord_part_return` runs whether or not the result is stored), deleted once the callback has run;
+# stored under its task id as well, it would stay RESULT_EXPIRES_SECONDS for nobody. Other backends (the
+# embedded file backend) join a chord by polling the stored results (`celery.chord_unlock`): kept there.
+_REGION_RESULTS_STORED = not get_registry().settings.result_backend_resolved.startswith(("redis://", "rediss://"))
+
+
+@app.task(bind=True, base=PipelineTask, autoretry_for=(), ignore_result=not _REGION_RESULTS_STORED,
+          name=names.CHILD_TASK)
 def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
     """Count the plants of one region. Fails soft: a region that fails for good is
     dead-lettered and reported as failed, so the chord's callback still runs."""

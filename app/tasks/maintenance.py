@@ -39,11 +39,11 @@ def sweep_stale_sessions(self: HousekeepingTask, max_age_seconds: int | None = N
     stale = sorted(gone if gone is not None else candidates)
     swept = []
     for photo_id in stale:
-        reason = f"stuck for more than {max_age} s with no task queued, reserved or running"
         with db_session() as db:
             session = repository.get_session(db, photo_id=photo_id, lock=True)
             if SessionStatus(session.status).is_final or _aware(session.updated_at) >= cutoff:
                 continue  # finished or moved on meanwhile; the row lock makes two sweeps agree on that
+            reason = f"stuck in {session.status} for more than {max_age} s with no task queued, reserved or running"
             if not repository.fail_session(db, photo_id=photo_id, reason=reason):
                 continue
             correlation_id = session.correlation_id
@@ -82,7 +82,8 @@ def reconcile_unfinished(self: HousekeepingTask, grace_seconds: int | None = Non
             correlation_id, attempts = session.correlation_id, session.requeue_attempts
             if decision == "give up":
                 reason = f"its work was lost {attempts} times (RECONCILE_MAX_ATTEMPTS)"
-                repository.fail_session(db, photo_id=photo_id, reason=reason)
+                if repository.fail_session(db, photo_id=photo_id, reason=reason):
+                    metrics.photo_finished("failed", None, None)
         if decision == "requeue":
             cid = correlation_id or f"photo-{photo_id}"
             task_id = enqueue(photo_id, cid, choose_gpu_queue(photo_id, app), app)

@@ -39,14 +39,14 @@ STRESS_CONFIDENCE = 0.2
 TRAINED = PROJECT_ROOT / "models" / "plant_det.pt"  # not DETECTION_WEIGHTS, which may name a placeholder
 
 
-def build_lively_detector(path: Path, bias: float = -3.0) -> Path:
+def build_lively_detector(path: Path, bias: float = -3.0, names: tuple[str, ...] = ("plant",)) -> Path:
     """Save a YOLO11n/1-class checkpoint whose BatchNorm is fitted to real tiles and whose class logits spread."""
     configure_offline()
     import torch
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
-    model = DetectionModel("yolo11n.yaml", nc=1, verbose=False)
+    model = DetectionModel("yolo11n.yaml", nc=len(names), verbose=False)
     image = synthetic(SEED).image
     tiles = np.stack([image[y : y + 320, x : x + 320] for y in range(0, 1200, 300) for x in range(0, 1700, 400)])
     batch = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
@@ -64,7 +64,7 @@ def build_lively_detector(path: Path, bias: float = -3.0) -> Path:
         generator = torch.Generator().manual_seed(index)
         last.weight.data = torch.randn(last.weight.shape, generator=generator) * 4 / last.weight.shape[1] ** 0.5
         last.bias.data = torch.full_like(last.bias.data, bias)
-    model.names = {0: "plant"}
+    model.names = dict(enumerate(names))
     torch.save({"model": model.half(), "train_args": {"task": "detect", "imgsz": 320}}, path)
     return path
 

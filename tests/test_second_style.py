@@ -1,0 +1,32 @@
+"""The second-style measurement's smoke run: every step a grower would run, on a few small photos.
+
+synth (perlite and default styles) -> train --quick -> models use -> eval --labels (both styles) ->
+eval --labels --model shipped. The figures of the full run are in models/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import PROJECT_ROOT
+
+
+@pytest.mark.timeout(1200)
+def test_second_style_smoke_run(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "second_style.py"), "--smoke", "--out",
+                    str(tmp_path)], check=True, cwd=PROJECT_ROOT, timeout=1200)
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    (model,) = (tmp_path / "models").glob("perlite-*")
+    assert (tmp_path / "models" / "ACTIVE").read_text().strip() == model.name
+    assert report["model"].startswith(f"{model.name}@")
+    assert report["trained_on_perlite"]["model"] == report["model"]
+    assert report["shipped_on_perlite"]["model"] != report["model"]
+    for key in ("trained_on_perlite", "trained_on_original", "shipped_on_perlite"):
+        figures = report[key]["in_use"]
+        assert figures["photos"] == 1 and figures["count_mape"] >= 0 and figures["recall"] is not None

@@ -1,0 +1,97 @@
+"""Training slices are cut as inference cuts them, labels follow the pixels, photos (not slices) are held out;
+the threshold calibration picks the count-minimising threshold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.ml.calibration import PhotoCounts, choose_threshold, count_photo, match_count
+from app.ml.labels import LabelledPhoto
+from app.ml.sliced import SliceParams, letterboxed_tiles, region_windows
+from app.ml.training import STRIDE, split_photos, tile_label_lines
+
+
+def _labelled(name: str) -> LabelledPhoto:
+    return LabelledPhoto(Path(name), 100, 100, np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0, bool))
+
+
+@pytest.mark.parametrize(("shape", "imgsz"), [((1536, 2048), 320), ((3000, 4000), 320), ((700, 1000), 160)])
+def test_slice_labels_land_on_their_plants(shape: tuple[int, int], imgsz: int) -> None:
+    """White squares drawn in a photo are white in the training tile exactly where their label says."""
+    height, width = shape
+    rng = np.random.default_rng(1)
+    image = np.zeros((height, width, 3), np.uint8)
+    side = 40
+    corners = np.column_stack([rng.uniform(0, width - side, 60), rng.uniform(0, height - side, 60)]).round()
+    boxes = np.column_stack([corners, corners + side]).astype(np.float64)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        image[y1:y2, x1:x2] = 255
+    params = SliceParams(imgsz=imgsz)
+
+    windows = region_windows(shape, (0, 0, width, height), params)
+    tiles, box = letterboxed_tiles(image, windows, imgsz, STRIDE, rect=False)
+
+    assert windows[0, 2] - windows[0, 0] == params.slice_pixels(width, height)  # the inference slice size
+    assert tiles.shape[1:] == (imgsz, imgsz, 3)
+    labelled = 0
+    for window, tile in zip(windows, tiles, strict=True):
+        for line in tile_label_lines(boxes, np.zeros(len(boxes), np.int64), window, box):
+            _, cx, cy, w, h = (float(v) for v in line.split())
+            if w * imgsz < 6 or h * imgsz < 6:
+                continue  # a sliver cut by the slice edge
+            x, y = round(cx * imgsz), round(cy * imgsz)
+            assert tile[y, x].min() > 200, (window, line)
+            labelled += 1
+        # A plant whose centre is in the window is labelled there (once per window it is centred in).
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        inside = np.all((centres >= window[:2]) & (centres < window[2:]), axis=1)
+        assert len(tile_label_lines(boxes, np.zeros(len(boxes), np.int64), window, box)) == inside.sum()
+    assert labelled > 30
+
+
+def test_whole_photos_are_held_out() -> None:
+    photos = tuple(_labelled(f"p{i}.jpg") for i in range(10))
+
+    train, held = split_photos(photos, 0.2, seed=0)
+
+    assert len(held) == 2 and len(train) == 8
+    assert {p.name for p in train} | {p.name for p in held} == {p.name for p in photos}
+    assert split_photos(photos, 0.2, seed=0) == (train, held)  # deterministic
+    assert len(split_photos(photos[:2], 0.9, seed=0)[0]) == 1  # always something to train on
+    with pytest.raises(ValueError, match="at least 2"):
+        split_photos(photos[:1], 0.2, seed=0)
+
+
+def test_matching_by_centre_distance() -> None:
+    labels = np.array([[0, 0, 20, 20], [100, 100, 120, 120], [200, 200, 200, 200]], np.float64)
+    found = np.array([[2, 2, 22, 22], [1, 1, 21, 21], [150, 150, 170, 170]], np.float64)
+
+    assert match_count(found, labels) == 1  # two boxes on one plant match once; a far box matches none
+    assert match_count(found[:0], labels) == 0
+
+
+def test_threshold_with_the_lowest_count_error_wins() -> None:
+    thresholds = (0.1, 0.2, 0.3)
+    results = [PhotoCounts("a", 100, (130, 101, 60), (95, 95, 60)), PhotoCounts("b", 50, (70, 52, 20), None)]
+
+    chosen = choose_threshold(results, thresholds)
+
+    assert chosen.threshold == 0.2
+    assert chosen.count_mape == pytest.approx((0.01 + 0.04) / 2)
+    assert chosen.worst_photo == "b" and chosen.worst_error == pytest.approx(0.04)
+    assert chosen.precision == pytest.approx(95 / 101) and chosen.recall == pytest.approx(0.95)  # boxed photos only
+
+
+def test_count_photo_uses_only_counted_classes() -> None:
+    photo = LabelledPhoto(Path("x.jpg"), 100, 100, np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float64),
+                          np.array([0, 1]), np.zeros(2, bool))
+
+    def count_at(_image: np.ndarray, thresholds: list[float]) -> list[np.ndarray]:
+        return [np.array([[0, 0, 10, 10]], np.float64) for _ in thresholds]
+
+    counts = count_photo("x.jpg", np.zeros((1, 1, 3), np.uint8), count_at, (0.1, 0.5), labels=photo)
+
+    assert counts.true_count == 1 and counts.counted == (1, 1) and counts.matched == (1, 1)

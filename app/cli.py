@@ -165,6 +165,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_export_detections(args: argparse.Namespace) -> int:
     import json
 
+    from app.db import repository
     from app.db.detections import photo_detections
     from app.db.session import db_session
     from app.errors import UnknownPhoto
@@ -172,7 +173,7 @@ def _cmd_export_detections(args: argparse.Namespace) -> int:
 
     try:
         with db_session() as db:
-            found = photo_detections(db, photo_id=args.photo_id)
+            found = photo_detections(db, photo_id=repository.resolve_photo(db, given=args.photo))
             photo = found.photo
             name = photo.original_filename or Path(photo.storage_key).name
             regions = [ReviewRegion(r.class_name, (r.x1, r.y1, r.x2, r.y2), r.polygon, r.confidence)
@@ -376,7 +377,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     export = _parser(sub, "export-detections", "a counted photo's plant boxes as COCO JSON or YOLO txt, "
                                                "to load as pre-annotations in CVAT or Label Studio")
-    export.add_argument("photo_id", type=int, metavar="PHOTO_ID", help="the photo's id")
+    export.add_argument("photo", metavar="PHOTO", help="the photo's UUID (the API's photo_id)")
     export.add_argument("--format", choices=("coco", "yolo"), default="coco", help="output format")
     export.add_argument("--regions", action="store_true", help="COCO: also the regions (trays, beds) with outlines")
     export.add_argument("--out", metavar="FILE", help="file to write (standard output)")

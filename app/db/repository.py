@@ -89,6 +89,15 @@ def photo_id_for(db: Session, *, photo_uuid: str) -> int:
     return int(found)
 
 
+def resolve_photo(db: Session, *, given: str) -> int:
+    """The integer id of the photo a person named on the command line: its UUID (the public id), or for
+    scripts written before the UUID was accepted, the integer itself; raises UnknownPhoto."""
+    if given.isdigit():
+        get_photo(db, photo_id=int(given))
+        return int(given)
+    return photo_id_for(db, photo_uuid=given)
+
+
 def get_session(db: Session, *, photo_id: int, lock: bool = False) -> ProcessingSession:
     query = select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)
     if lock:

@@ -12,6 +12,7 @@
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
     demeter keys create|list|revoke          API keys for the HTTP API
     demeter logs --correlation-id ID         one photo's log lines, readable, in time order
+    demeter logs --photo UUID                the same, found by the photo's UUID
     demeter config [--json]                  the effective settings, secrets masked
 
 A failure prints one line (`demeter: <kind>: <message>`) and exits with the code of
@@ -164,6 +165,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_export_detections(args: argparse.Namespace) -> int:
     import json
 
+    from app.db import repository
     from app.db.detections import photo_detections
     from app.db.session import db_session
     from app.errors import UnknownPhoto
@@ -171,7 +173,7 @@ def _cmd_export_detections(args: argparse.Namespace) -> int:
 
     try:
         with db_session() as db:
-            found = photo_detections(db, photo_id=args.photo_id)
+            found = photo_detections(db, photo_id=repository.resolve_photo(db, given=args.photo))
             photo = found.photo
             name = photo.original_filename or Path(photo.storage_key).name
             regions = [ReviewRegion(r.class_name, (r.x1, r.y1, r.x2, r.y2), r.polygon, r.confidence)
@@ -231,7 +233,24 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 def _cmd_logs(args: argparse.Namespace) -> int:
     from app.observability.follow import follow
 
-    return follow(args.correlation_id, [Path(p) for p in args.files])
+    correlation_id = args.correlation_id
+    if args.photo:
+        from app.db import repository
+        from app.db.models import Photo
+        from app.db.session import db_session
+        from app.errors import UnknownPhoto
+
+        try:
+            with db_session() as db:
+                photo = db.get(Photo, repository.photo_id_for(db, photo_uuid=args.photo))
+                correlation_id = photo.correlation_id if photo is not None else None
+        except UnknownPhoto as unknown:
+            print(unknown, file=sys.stderr)
+            return 1
+        if not correlation_id:
+            print(f"photo {args.photo} has no correlation id", file=sys.stderr)
+            return 1
+    return follow(correlation_id, [Path(p) for p in args.files])
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -372,7 +391,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 def _add_export(sub: argparse._SubParsersAction) -> None:
     export = _parser(sub, "export-detections", "a counted photo's plant boxes as COCO JSON or YOLO txt, "
                                                "to load as pre-annotations in CVAT or Label Studio")
-    export.add_argument("photo_id", type=int, metavar="PHOTO_ID", help="the photo's id")
+    export.add_argument("photo", metavar="PHOTO", help="the photo's UUID (the API's photo_id)")
     export.add_argument("--format", choices=("coco", "yolo"), default="coco", help="output format")
     export.add_argument("--regions", action="store_true", help="COCO: also the regions (trays, beds) with outlines")
     export.add_argument("--out", metavar="FILE", help="file to write (standard output)")
@@ -392,6 +411,7 @@ def _add_dlq(sub: argparse._SubParsersAction) -> None:
     dlq_list = _parser(dlq_sub, "list", "entries not yet replayed, oldest first")
     dlq_list.add_argument("--all", action="store_true", help="include replayed entries")
     dlq_list.add_argument("--json", action="store_true", help="print a JSON list")
+    dlq_list.add_argument("--photo", metavar="UUID", help="only this photo's entries (the UUID the API gave)")
     _parser(dlq_sub, "show", "one entry with its arguments and traceback (JSON)").add_argument(
         "id", type=int, help="dead letter id (from `dlq list`)")
     replay = _parser(dlq_sub, "replay", "send the original task again (new task id, same correlation id)")
@@ -421,7 +441,9 @@ def _add_keys(sub: argparse._SubParsersAction) -> None:
 def _add_logs(sub: argparse._SubParsersAction) -> None:
     logs = _parser(sub, "logs", "print one correlation id's lines from JSON logs as readable text, in time order "
                                 "(one line each: time, level, worker, task, event, fields)")
-    logs.add_argument("--correlation-id", required=True, metavar="ID", help="the X-Correlation-ID of a photo")
+    which = logs.add_mutually_exclusive_group(required=True)
+    which.add_argument("--correlation-id", metavar="ID", help="the X-Correlation-ID of a photo")
+    which.add_argument("--photo", metavar="UUID", help="a photo's UUID (the API's id): its upload's correlation id")
     logs.add_argument("files", nargs="*", metavar="FILE", help="JSON log files; none or '-' reads standard input")
     logs.set_defaults(func=_cmd_logs)
 

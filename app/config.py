@@ -175,6 +175,8 @@ class Settings(BaseSettings):
     api_limit_concurrency: int = 200
     api_body_timeout_seconds: float = 60.0
     api_max_concurrent_uploads: int = 4
+    # The API's /metrics: 0 = on the API's port, behind a key with the `admin` scope; a port = only there, no key.
+    api_metrics_port: int = 0
     # Uploads allowed per API key, in the `limits` notation ("60/minute", "1000/hour"); empty = no limit.
     # Past it: 429 with Retry-After. Counters in RATE_LIMIT_STORAGE_URL (empty: the broker's Redis, or
     # this process's memory with the embedded broker).

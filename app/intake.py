@@ -162,7 +162,7 @@ def submit_photo(
         raise
     queue = choose_gpu_queue(photo_id, celery)
     try:
-        task_id = enqueue(photo_id, cid, queue, celery)
+        task_id = enqueue(photo_id, cid, queue, celery, photo_uuid)
     except Exception as exc:
         if not _outcome_unknown(exc, celery):
             _forget(photo_id, key)
@@ -186,14 +186,21 @@ def find_recent_duplicate(tenant: str, content_sha256: str, window: int) -> str 
                                            since=utcnow() - timedelta(seconds=window))
 
 
-def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None) -> str:
-    """Publish ml_parent_task for a stored photo and note the task id on its session."""
+def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None, photo_uuid: str | None = None) -> str:
+    """Publish ml_parent_task for a stored photo and note the task id on its session.
+
+    The message carries the photo's UUID as the `photo_uuid` kwarg (looked up when not given), so
+    Flower's task page and the dead letter name the photo by its public id."""
     from app.celery_app import app as default_app
 
+    if photo_uuid is None:
+        with db_session() as db:
+            photo_uuid = repository.photo_uuid(db, photo_id=photo_id)
     app = celery or default_app
     settings = _settings_of(app)
-    options: dict[str, Any] = {"args": [photo_id], "kwargs": {"correlation_id": cid}, "queue": queue,
-                               "headers": {correlation.MESSAGE_HEADER: cid}, **topology.publish_options(settings)}
+    options: dict[str, Any] = {"args": [photo_id], "kwargs": {"correlation_id": cid, "photo_uuid": photo_uuid},
+                               "queue": queue, "headers": {correlation.MESSAGE_HEADER: cid},
+                               **topology.publish_options(settings)}
     if topology.broker_kind(settings.broker_url_resolved) == "amqp":
         result = _send_on_own_connection(app, options)
     else:

@@ -35,7 +35,7 @@ POLL_SECONDS = 0.5
 
 @dataclass
 class PhotoReport:
-    photo_id: int  # 0: refused at upload (not stored)
+    photo_uuid: str | None  # its public id, as in the API, logs, dead letters, Flower; None: refused at upload
     name: str
     status: str
     regions: int
@@ -193,7 +193,7 @@ def collect_reports(submitted: list[tuple[int, str, int | None]], run_dir: Path 
             annotated = None
             if run_dir is not None:
                 annotated = export_annotated(session.annotated_key, photo_id, name, run_dir / "annotated")
-            reports.append(PhotoReport(photo_id, name, session.status, session.regions_total or 0,
+            reports.append(PhotoReport(str(session.photo.uuid), name, session.status, session.regions_total or 0,
                                        session.total_count, true_count, seconds, session.error,
                                        [d["message"] for d in session.doubts or []], session.model_cards or {},
                                        annotated))
@@ -249,7 +249,7 @@ def _run(photos: list[tuple[str, bytes, int | None]], as_json: bool, timeout: fl
                     submission = submit_photo(data, filename=name)
                 except PermanentError as exc:  # not a photo we can count: one failed row, the others go on
                     error = f"{type(exc).__name__}: {exc}"
-                    refused.append(PhotoReport(0, name, "failed", 0, None, true_count, None, error))
+                    refused.append(PhotoReport(None, name, "failed", 0, None, true_count, None, error))
                     continue
                 submitted.append((submission.photo_id, name, true_count))
             photo_ids = [photo_id for photo_id, _, _ in submitted]

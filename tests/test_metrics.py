@@ -26,7 +26,9 @@ from app.config import get_settings
 from app.db import repository
 from app.db.session import db_session
 from app.topology import priority_for
+from tests.utils.api_server import start_api
 from tests.utils.flower import free_port
+from tests.utils.keys import bearer, make_api_key
 from tests.utils.processes import IsolatedBroker
 
 HOST = socket.gethostname()
@@ -128,7 +130,9 @@ def test_the_api_serves_queue_depth_per_queue_and_priority(isolated_broker: Isol
         isolated_broker.send(names.PARENT_TASK, names.gpu_queue(0), args=[0], priority=photo)
     isolated_broker.send(names.CHILD_TASK, names.gpu_queue(0), args=[{}, 0], priority=region)
 
-    response = TestClient(create_app(settings)).get("/metrics")
+    admin = make_api_key("ops", scopes=["admin"], name="prometheus")
+
+    response = TestClient(create_app(settings)).get("/metrics", headers=bearer(admin))
 
     assert response.status_code == 200
     samples = _samples(response.text)
@@ -138,3 +142,27 @@ def test_the_api_serves_queue_depth_per_queue_and_priority(isolated_broker: Isol
     assert depth[(("priority", "0"), ("queue", "cpu"))] == 0
     assert len(depth) == 4 * (settings.gpu_queues + 3)  # queues x the broker's four priority levels
     assert ("demeter_photos_submitted_total", ()) in samples
+
+
+def test_the_apis_metrics_need_an_admin_key(api_key: str) -> None:
+    client = TestClient(create_app(get_settings()))
+
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=bearer("dmt_nothere_0000")).status_code == 401
+    reader = client.get("/metrics", headers=bearer(api_key))  # every scope but admin
+    assert reader.status_code == 403 and reader.json()["error"]["code"] == "insufficient_scope"
+    assert client.get("/healthz").status_code == 200  # the probes stay open
+
+
+def test_api_metrics_port_serves_them_there_without_a_key_and_not_on_the_api_port(
+    isolated_broker: IsolatedBroker, api_key: str
+) -> None:
+    metrics_port = free_port()
+    base_url = start_api(isolated_broker.workers, "api-metrics", {"API_METRICS_PORT": str(metrics_port)})
+
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+
+    assert scraped.status_code == 200
+    assert ("demeter_photos_submitted_total", ()) in _samples(scraped.text)
+    assert ("demeter_queue_depth", (("priority", "0"), ("queue", "cpu"))) in _samples(scraped.text)
+    assert httpx.get(f"{base_url}/metrics", headers=bearer(api_key), timeout=5).status_code == 404

@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},  # the key survives a reload of /docs
     )
     api.state.settings = settings
-    api.state.queue_metrics = metrics.queue_registry(settings.broker_url_resolved, settings.gpu_queues)
+    api.state.scrape_metrics = metrics.scrape_registry(settings.broker_url_resolved, settings.gpu_queues)
     api.state.upload_limiter = UploadRateLimiter.from_settings(settings)
     # Each upload is decoded once to validate it; this bounds how many photos are in memory at once.
     api.state.upload_slots = anyio.CapacityLimiter(settings.api_max_concurrent_uploads)
@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(health.router)
     api.include_router(photos.router)
     api.include_router(stock.router)
-    api.include_router(metrics.router)
+    if not settings.api_metrics_port:  # else served on that port only (app/api/server.py)
+        api.include_router(metrics.router)
     return api
 
 

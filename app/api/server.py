@@ -62,7 +62,15 @@ class HeadTimeoutH11Protocol(H11Protocol):
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the API until interrupted."""
+    """Run the API until interrupted; with API_METRICS_PORT set, /metrics is served on that port (same host,
+    no key) from a background thread, and not on the API's port."""
+    if settings.api_metrics_port:
+        from prometheus_client import start_http_server
+
+        from app.api.routes.metrics import scrape_registry
+
+        start_http_server(settings.api_metrics_port, addr=host,
+                          registry=scrape_registry(settings.broker_url_resolved, settings.gpu_queues))
     HeadTimeoutH11Protocol.head_timeout = settings.api_header_timeout_seconds
     uvicorn.run("app.api.main:app", host=host, port=port, log_config=None, http=HeadTimeoutH11Protocol,
                 timeout_keep_alive=settings.api_timeout_keep_alive,

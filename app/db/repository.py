@@ -71,6 +71,33 @@ def get_photo(db: Session, *, photo_id: int) -> Photo:
     return photo
 
 
+def photo_uuid(db: Session, *, photo_id: int) -> str | None:
+    """The photo's public id (its UUID, as text) from its internal integer id; None when there is no such photo."""
+    found = db.scalar(select(Photo.uuid).where(Photo.id == photo_id))
+    return str(found) if found is not None else None
+
+
+def photo_id_for(db: Session, *, photo_uuid: str) -> int:
+    """The internal integer id of the photo with this public id; raises UnknownPhoto (also for a malformed UUID)."""
+    try:
+        value = uuid.UUID(photo_uuid)
+    except ValueError as exc:
+        raise UnknownPhoto(f"not a photo UUID: {photo_uuid!r}") from exc
+    found = db.scalar(select(Photo.id).where(Photo.uuid == value))
+    if found is None:
+        raise UnknownPhoto(f"no photo {photo_uuid}")
+    return int(found)
+
+
+def resolve_photo(db: Session, *, given: str) -> int:
+    """The integer id of the photo a person named on the command line: its UUID (the public id), or for
+    scripts written before the UUID was accepted, the integer itself; raises UnknownPhoto."""
+    if given.isdigit():
+        get_photo(db, photo_id=int(given))
+        return int(given)
+    return photo_id_for(db, photo_uuid=given)
+
+
 def get_session(db: Session, *, photo_id: int, lock: bool = False) -> ProcessingSession:
     query = select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)
     if lock:

@@ -1,4 +1,8 @@
-"""`demeter dlq ...`: what an operator types to see and replay failures."""
+"""`demeter dlq ...`: what an operator types to see and replay failures.
+
+A dead letter names its photo by the photo's UUID (the id the API and Flower show), joined from
+the photos table; `dlq list --photo UUID` keeps one photo's letters.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,18 @@ import json
 
 from sqlalchemy import select
 
-from app.db.models import DeadLetter
+from app.db import repository
+from app.db.models import DeadLetter, Photo
 from app.db.session import db_session
 from app.deadletter.replay import pending_ids, purge, replay
-from app.errors import ReplayRefused
+from app.errors import ReplayRefused, UnknownPhoto
 
 
-def _row(letter: DeadLetter) -> dict[str, object]:
+def _row(letter: DeadLetter, photo_uuid: object) -> dict[str, object]:
     return {
         "id": letter.id,
         "task": letter.task_name.rsplit(".", 1)[-1],
-        "photo_id": letter.photo_id,
+        "photo_uuid": str(photo_uuid) if photo_uuid is not None else None,
         "error": f"{letter.exception_type}: {letter.exception_message}"[:120],
         "retries": letter.retries,
         "correlation_id": letter.correlation_id,
@@ -28,15 +33,22 @@ def _row(letter: DeadLetter) -> dict[str, object]:
 
 def _list(args: argparse.Namespace) -> int:
     with db_session() as db:
-        query = select(DeadLetter).order_by(DeadLetter.id)
+        query = select(DeadLetter, Photo.uuid).outerjoin(Photo, Photo.id == DeadLetter.photo_id).order_by(DeadLetter.id)
         if not args.all:
             query = query.where(DeadLetter.replayed_at.is_(None))
-        rows = [_row(letter) for letter in db.scalars(query)]
+        if args.photo:
+            try:
+                photo_id = repository.photo_id_for(db, photo_uuid=args.photo)
+            except UnknownPhoto as unknown:
+                print(unknown)
+                return 1
+            query = query.where(DeadLetter.photo_id == photo_id)
+        rows = [_row(letter, photo_uuid) for letter, photo_uuid in db.execute(query)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        photo = f"photo={row['photo_id']!s:<6}"
+        photo = f"photo={row['photo_uuid'] or '-':<36}"
         print(f"{row['id']:>5}  {row['task']:<18} {photo} retries={row['retries']}  {row['error']}")
     print(f"{len(rows)} dead letter(s)")
     return 0
@@ -50,7 +62,8 @@ def _show(args: argparse.Namespace) -> int:
         if letter is None:
             print(f"no dead letter {args.id}")
             return 1
-        print(json.dumps({**_row(letter), "task_name": letter.task_name, "task_id": letter.task_id,
+        photo_uuid = repository.photo_uuid(db, photo_id=letter.photo_id) if letter.photo_id is not None else None
+        print(json.dumps({**_row(letter, photo_uuid), "task_name": letter.task_name, "task_id": letter.task_id,
                           "args": letter.args, "kwargs": letter.kwargs, "queue": letter.queue,
                           "first_failed_at": letter.first_failed_at.isoformat(timespec="seconds"),
                           "traceback": letter.traceback}, indent=2, default=str))

@@ -36,7 +36,7 @@ from app.db.session import db_session
 from app.errors import Outage
 from app.observability import correlation, metrics
 from app.observability.logging import get_logger
-from app.observability.signals import photo_id_of
+from app.observability.signals import photo_id_of, photo_uuid_of
 from app.topology import running_queue
 
 log = get_logger(__name__)
@@ -55,6 +55,7 @@ class Failure:
     retries: int = 0
     correlation_id: str | None = None
     photo_id: int | None = None
+    photo_uuid: str | None = None  # the photo's public id, for the live copy (the table joins photos for it)
 
     def message(self, letter_id: int | None) -> dict[str, Any]:
         return {
@@ -66,6 +67,7 @@ class Failure:
             "exception_type": self.exception_type,
             "exception_message": self.exception_message,
             "correlation_id": self.correlation_id,
+            "photo_uuid": self.photo_uuid,
         }
 
 
@@ -235,6 +237,7 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
         correlation_id=request.get(correlation.MESSAGE_HEADER) or correlation.correlation_id.get(),
         photo_id=photo_id_of(task, args, kwargs),
     )
+    failure.photo_uuid = photo_uuid_of(failure.photo_id, kwargs)
     letter_id = store_or_spool(failure)
     metrics.dead_lettered(failure.task_name)
     publish(task.app, failure, letter_id)
@@ -255,9 +258,11 @@ def record_stale(celery: Celery, *, photo_id: int, reason: str, correlation_id: 
         args=[photo_id],
         correlation_id=correlation_id,
         photo_id=photo_id,
+        photo_uuid=photo_uuid_of(photo_id),
     )
     letter_id = store_or_spool(failure)
     metrics.dead_lettered(failure.task_name)
     publish(celery, failure, letter_id)
-    log.error("stale session dead-lettered", dead_letter_id=letter_id, photo_id=photo_id, reason=reason, kind=kind)
+    log.error("stale session dead-lettered", dead_letter_id=letter_id, photo_id=photo_id,
+              photo_uuid=failure.photo_uuid, reason=reason, kind=kind)
     return letter_id

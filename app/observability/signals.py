@@ -11,11 +11,16 @@ How the correlation id travels (checked by tests/test_observability.py):
   else a fresh id, so a beat task and its children still share one) with the
   task's ids; `task_postrun` clears it, so nothing leaks into the next task in
   solo and prefork pools (gevent greenlets each have their own context).
+
+The photo's public id: a task about a photo also binds `photo_uuid` (the UUID the API and the
+integrators know), from the task's `photo_uuid` kwarg when it has one (ml_parent_task, so Flower
+shows it too), else looked up once per photo and worker process (a photo's UUID never changes).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -88,6 +93,36 @@ def photo_id_of(task: Task, args: Any, kwargs: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+PHOTO_UUID_CACHE_SIZE = 4096  # photos; 4096 UUIDs are well under 1 MB per worker process
+_photo_uuids: OrderedDict[int, str] = OrderedDict()
+
+
+def photo_uuid_of(photo_id: int | None, kwargs: Any = None) -> str | None:
+    """The photo's UUID as text: the task's `photo_uuid` kwarg, else a cached look-up by integer id;
+    None for tasks about no photo, or when the database does not answer (the task's own work will say why)."""
+    given = (kwargs or {}).get("photo_uuid")
+    if isinstance(given, str) and given:
+        return given
+    if photo_id is None:
+        return None
+    if photo_id in _photo_uuids:
+        _photo_uuids.move_to_end(photo_id)
+        return _photo_uuids[photo_id]
+    from app.db import repository
+    from app.db.session import db_session
+
+    try:
+        with db_session() as db:
+            found = repository.photo_uuid(db, photo_id=photo_id)
+    except Exception:  # a log field must never cost the task its run
+        return None
+    if found is not None:
+        _photo_uuids[photo_id] = found
+        while len(_photo_uuids) > PHOTO_UUID_CACHE_SIZE:
+            _photo_uuids.popitem(last=False)
+    return found
+
+
 def incoming_correlation_id(task: Task, kwargs: Any) -> str:
     """The message header, else the explicit `correlation_id` kwarg, else a new id."""
     value = task.request.get(correlation.MESSAGE_HEADER) or (kwargs or {}).get("correlation_id")
@@ -100,6 +135,7 @@ def _bind_task_context(task: Task | None = None, task_id: str | None = None, arg
     if task is None:
         return
     request = task.request
+    photo_id = photo_id_of(task, args, kwargs)
     correlation.bind(
         incoming_correlation_id(task, kwargs),
         task_id=task_id,
@@ -108,7 +144,8 @@ def _bind_task_context(task: Task | None = None, task_id: str | None = None, arg
         root_id=request.root_id,
         retries=request.retries or 0,
         worker=request.hostname,
-        photo_id=photo_id_of(task, args, kwargs),
+        photo_id=photo_id,
+        photo_uuid=photo_uuid_of(photo_id, kwargs),
     )
 
 

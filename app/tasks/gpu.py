@@ -64,8 +64,13 @@ photo_cache = PhotoCache(get_registry().settings.photo_cache_size)
 
 
 @app.task(bind=True, base=FailsSessionTask, name=names.PARENT_TASK)
-def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | None = None) -> dict[str, Any]:
+def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | None = None,
+                   photo_uuid: str | None = None) -> dict[str, Any]:
     """Segment the photo into regions, then start the chord that counts every region and aggregates.
+
+    `photo_uuid` is only there to be seen: Flower shows a task's kwargs, so an operator finds a photo's
+    tasks by the UUID the API gave; the logging context binds it (app/observability/signals.py). Messages
+    published without it (before it existed, or replayed from older dead letters) run the same.
 
     The chord is published, not returned through `self.replace`: replacing raises `Ignore`, whose
     traceback Celery formats on every photo (~7 ms of the GPU worker's time), and it hid the

@@ -17,6 +17,7 @@ from app.deadletter import broker as broker_dead_letters
 from app.deadletter import record as deadletter
 from app.observability import metrics
 from app.observability.logging import get_logger
+from app.observability.signals import photo_uuid_of
 from app.tasks.base import HousekeepingTask
 
 log = get_logger(__name__)
@@ -87,7 +88,7 @@ def reconcile_unfinished(self: HousekeepingTask, grace_seconds: int | None = Non
             cid = correlation_id or f"photo-{photo_id}"
             task_id = enqueue(photo_id, cid, choose_gpu_queue(photo_id, app), app)
             log.warning("photo re-enqueued: its work was gone from the broker", photo_id=photo_id,
-                        attempt=attempts, new_task_id=task_id)
+                        photo_uuid=photo_uuid_of(photo_id), attempt=attempts, new_task_id=task_id)
             requeued.append(photo_id)
         elif decision == "give up":
             deadletter.record_stale(app, photo_id=photo_id, reason=reason, correlation_id=correlation_id,

@@ -236,14 +236,13 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     correlation_id = args.correlation_id
     if args.photo:
         from app.db import repository
-        from app.db.models import Photo
         from app.db.session import db_session
         from app.errors import UnknownPhoto
 
         try:
             with db_session() as db:
-                photo = db.get(Photo, repository.photo_id_for(db, photo_uuid=args.photo))
-                correlation_id = photo.correlation_id if photo is not None else None
+                photo_id = repository.photo_id_for(db, photo_uuid=args.photo)
+                correlation_id = repository.get_photo(db, photo_id=photo_id).correlation_id
         except UnknownPhoto as unknown:
             print(unknown, file=sys.stderr)
             return 1

@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from sqlalchemy import select
-
-from app.db import repository
-from app.db.models import DeadLetter, Photo
+from app.db import dead_letters, repository
+from app.db.models import DeadLetter
 from app.db.session import db_session
 from app.deadletter.replay import pending_ids, purge, replay
 from app.errors import ReplayRefused, UnknownPhoto
@@ -33,17 +31,15 @@ def _row(letter: DeadLetter, photo_uuid: object) -> dict[str, object]:
 
 def _list(args: argparse.Namespace) -> int:
     with db_session() as db:
-        query = select(DeadLetter, Photo.uuid).outerjoin(Photo, Photo.id == DeadLetter.photo_id).order_by(DeadLetter.id)
-        if not args.all:
-            query = query.where(DeadLetter.replayed_at.is_(None))
+        photo_id = None
         if args.photo:
             try:
                 photo_id = repository.photo_id_for(db, photo_uuid=args.photo)
             except UnknownPhoto as unknown:
                 print(unknown)
                 return 1
-            query = query.where(DeadLetter.photo_id == photo_id)
-        rows = [_row(letter, photo_uuid) for letter, photo_uuid in db.execute(query)]
+        letters = dead_letters.with_photo_uuids(db, include_replayed=args.all, photo_id=photo_id)
+        rows = [_row(letter, photo_uuid) for letter, photo_uuid in letters]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -58,7 +54,7 @@ def _show(args: argparse.Namespace) -> int:
     from app.celery_app import app  # noqa: F401  (settings and models loaded)
 
     with db_session() as db:
-        letter = db.get(DeadLetter, args.id)
+        letter = dead_letters.get(db, letter_id=args.id)
         if letter is None:
             print(f"no dead letter {args.id}")
             return 1

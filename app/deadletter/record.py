@@ -27,11 +27,10 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.signals import worker_ready
-from sqlalchemy import select
 
 from app import names
 from app.config import get_settings
-from app.db.models import DeadLetter, utcnow
+from app.db import dead_letters
 from app.db.session import db_session
 from app.errors import Outage
 from app.observability import correlation, metrics
@@ -73,21 +72,14 @@ class Failure:
 
 def store(failure: Failure) -> int:
     """Insert the dead letter, or refresh it when the same task id failed before."""
+    fields = {
+        "args": failure.args, "kwargs": failure.kwargs, "queue": failure.queue,
+        "exception_type": failure.exception_type, "exception_message": failure.exception_message[:4000],
+        "traceback": (failure.traceback or "")[-20000:] or None, "retries": failure.retries,
+        "correlation_id": failure.correlation_id, "photo_id": failure.photo_id,
+    }
     with db_session() as db:
-        letter = db.scalars(select(DeadLetter).where(DeadLetter.task_id == failure.task_id)).one_or_none()
-        if letter is None:
-            letter = DeadLetter(task_id=failure.task_id, task_name=failure.task_name, first_failed_at=utcnow())
-            db.add(letter)
-        letter.args, letter.kwargs, letter.queue = failure.args, failure.kwargs, failure.queue
-        letter.exception_type = failure.exception_type
-        letter.exception_message = failure.exception_message[:4000]
-        letter.traceback = (failure.traceback or "")[-20000:] or None
-        letter.retries = failure.retries
-        letter.correlation_id = failure.correlation_id
-        letter.photo_id = failure.photo_id
-        letter.last_failed_at = utcnow()
-        db.flush()
-        return letter.id
+        return dead_letters.upsert(db, task_id=failure.task_id, task_name=failure.task_name, fields=fields)
 
 
 def spool_dir() -> Path:

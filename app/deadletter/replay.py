@@ -12,10 +12,9 @@ import uuid
 from datetime import timedelta
 
 from celery import Celery, chain
-from sqlalchemy import delete, select
 
 from app import names
-from app.db import repository
+from app.db import dead_letters, repository
 from app.db.models import DeadLetter, SessionStatus, utcnow
 from app.db.session import db_session
 from app.deadletter.record import remove_copies
@@ -29,7 +28,7 @@ log = get_logger(__name__)
 def replay(letter_id: int, celery: Celery) -> str:
     """Re-send one dead letter's task; return the new task id."""
     with db_session() as db:
-        letter = db.get(DeadLetter, letter_id, with_for_update=True)
+        letter = dead_letters.get(db, letter_id=letter_id, lock=True)
         if letter is None:
             raise ReplayRefused(f"no dead letter {letter_id}")
         if letter.replayed_at is not None:
@@ -60,24 +59,17 @@ def _send(celery: Celery, letter: DeadLetter, task_id: str) -> None:
 
 def pending_ids(task_name: str | None = None) -> list[int]:
     with db_session() as db:
-        query = select(DeadLetter.id).where(DeadLetter.replayed_at.is_(None)).order_by(DeadLetter.id)
-        if task_name:
-            query = query.where(DeadLetter.task_name == task_name)
-        return list(db.scalars(query))
+        return dead_letters.waiting_ids(db, task_name=task_name)
 
 
 def purge(letter_id: int | None = None, older_than_days: float | None = None, celery: Celery | None = None) -> int:
     """Delete one dead letter, or those last failed more than N days ago, with their copies on the
     broker's dead_letter list."""
-    if letter_id is not None:
-        condition = DeadLetter.id == letter_id
-    elif older_than_days is not None:
-        condition = DeadLetter.last_failed_at < utcnow() - timedelta(days=older_than_days)
-    else:
+    if letter_id is None and older_than_days is None:
         raise ReplayRefused("purge needs an id or --older-than")
+    failed_before = None if older_than_days is None else utcnow() - timedelta(days=older_than_days)
     with db_session() as db:
-        ids = set(db.scalars(select(DeadLetter.id).where(condition)))
-        db.execute(delete(DeadLetter).where(DeadLetter.id.in_(ids)))
+        ids = dead_letters.delete_letters(db, letter_id=letter_id, failed_before=failed_before)
     if ids:
         from app.celery_app import app as default_app
 

@@ -4,14 +4,14 @@ Not a test: the real photos belong to others and are not committed (models/READM
 sources and licences). Two kinds of input:
 
     # a folder of photos with labels.json: {"name.jpg": {"count": 12, "source": "owner/repo"}, ...}
-    .venv/bin/python scripts/measure_real_photos.py --folder /work/data_real
+    .venv/bin/python scripts/measure_real_photos.py --folder var/real/photos
     # held-out synthetic photos (seeds >= 9000), true counts from the generator
     .venv/bin/python scripts/measure_real_photos.py --synthetic 9000-9019 --size 2048x1536
 
 `prepare` builds the folder from local clones of the public repositories (models/README.md says how
 to get them):
 
-    .venv/bin/python scripts/measure_real_photos.py prepare --mirrors /work/.mirror --out /work/data_real
+    .venv/bin/python scripts/measure_real_photos.py prepare --clones var/real/sources --out var/real/photos
 
 Each photo is decoded by the service's own decoder, counted by the in-process pipeline (the functions
 the workers run) and judged with the PLAUSIBILITY_* settings. Prints one line a photo (true count,
@@ -60,18 +60,18 @@ def _git_files(repo: Path) -> list[str]:
     return out.splitlines()
 
 
-def prepare(mirrors: Path, out: Path) -> int:
+def prepare(clones: Path, out: Path) -> int:
     """Copy the labelled photos out of the local clones into `out`, with labels.json."""
     out.mkdir(parents=True, exist_ok=True)
     labels: dict[str, dict[str, Any]] = {}
-    tray = mirrors / "danforthcenter+plantcv-tutorial-arabidopsis-tray" / "repo"
+    tray = clones / "plantcv-tutorial-arabidopsis-tray"
     if tray.exists():
         # PlantCV's own per-plant results of this photo: one observation per plant.
         results = json.loads(_git_show(tray, "arabidopsis_results.json"))
         (out / "arabidopsis_tray.jpg").write_bytes(_git_show(tray, "img/arabidopsis_tray.jpg"))
         labels["arabidopsis_tray.jpg"] = {"count": len(results["observations"]),
                                           "source": "danforthcenter/plantcv-tutorial-arabidopsis-tray"}
-    crops = mirrors / "danforthcenter+plantcv-tutorial_leaf_instance_segmentation" / "repo"
+    crops = clones / "plantcv-tutorial_leaf_instance_segmentation"
     if crops.exists():
         # One rosette a photo (the tutorial's cropped tray cells), photographed daily as it grows.
         for path in _git_files(crops):
@@ -135,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, help="photos + labels.json")
     parser.add_argument("--synthetic", help="seed range, e.g. 9000-9019")
     parser.add_argument("--size", default="2048x1536", help="synthetic photo size WxH")
-    parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"))
-    parser.add_argument("--out", type=Path, default=Path("/work/data_real"))
+    parser.add_argument("--clones", type=Path, default=Path("var/real/sources"))
+    parser.add_argument("--out", type=Path, default=Path("var/real/photos"))
     parser.add_argument("--json", type=Path, help="write every row here")
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        return prepare(args.mirrors, args.out)
+        return prepare(args.clones, args.out)
     if bool(args.folder) == bool(args.synthetic):
         parser.error("give --folder or --synthetic")
     photos = _folder_photos(args.folder) if args.folder else _synthetic_photos(args.synthetic, args.size)

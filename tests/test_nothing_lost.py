@@ -124,7 +124,10 @@ def test_a_backlog_older_than_the_stale_limit_is_never_failed(
     swept = isolated_broker.send(names.SWEEP_TASK, "cpu", [5]).get(timeout=60)
     reconciled = isolated_broker.send(names.RECONCILE_TASK, "cpu", [5]).get(timeout=60)
 
-    assert swept == [] and reconciled == {"requeued": [], "given_up": []}
+    # The database is the test session's: sessions that earlier tests left unfinished may be swept too.
+    ours = {s.photo_id for s in photos}
+    assert not ours & set(swept)
+    assert not ours & set(reconciled["requeued"]) and not ours & set(reconciled["given_up"])
     start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT, cpu=False)
     for submission in photos:
         assert assert_accounted_once(submission.photo_id).status == "completed"

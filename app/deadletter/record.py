@@ -213,6 +213,13 @@ def remove_copies(celery: Celery, letter_ids: set[int]) -> int:
     return removed
 
 
+def _own_retries(task: Task) -> int:
+    """The retries a dead letter reports: those spent on the task's own errors (what TASK_MAX_RETRIES
+    limits; PipelineTask.own_retries), not the waits through an outage of the database or storage."""
+    own_retries = getattr(task, "own_retries", None)
+    return int(own_retries() if callable(own_retries) else task.request.retries or 0)
+
+
 def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, Any]) -> int | None:
     """Dead-letter the task that is running now; its id, or None while it waits in the spool."""
     request = task.request
@@ -225,7 +232,7 @@ def record(task: Task, exc: BaseException, args: list[Any], kwargs: dict[str, An
         kwargs=dict(kwargs),
         queue=running_queue(task),
         traceback="".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
-        retries=request.retries or 0,
+        retries=_own_retries(task),
         correlation_id=request.get(correlation.MESSAGE_HEADER) or correlation.correlation_id.get(),
         photo_id=photo_id_of(task, args, kwargs),
     )

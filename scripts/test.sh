@@ -48,18 +48,25 @@ shard fault-tests TEST_REDIS_DB=14 -- tests/test_nothing_lost.py &
 fault_tests=$!
 shard redis TEST_REDIS_DB=12 -- --ignore=tests/test_nothing_lost.py &
 redis=$!
-# Both RabbitMQ passes in one shard: the memory-alarm test blocks every publisher on the node for a moment.
-shard rabbitmq TEST_REDIS_DB=10 TEST_BROKER=amqp -- -m broker &
+# The RabbitMQ passes (classic queues, then quorum queues) one after the other: the memory-alarm test blocks
+# every publisher on the node for a moment.
+(
+    failed=0
+    shard rabbitmq TEST_REDIS_DB=10 TEST_BROKER=amqp -- -m broker || failed=1
+    shard rabbitmq-quorum TEST_REDIS_DB=10 TEST_BROKER=amqp-quorum -- -m broker || failed=1
+    exit "$failed"
+) &
 rabbitmq=$!
 
 status=0
-for name in fault-tests redis rabbitmq; do
-    pid_var="${name//-/_}"
-    wait "${!pid_var}" || status=1
+wait "$fault_tests" || status=1
+wait "$redis" || status=1
+wait "$rabbitmq" || status=1
+for name in fault-tests redis rabbitmq rabbitmq-quorum; do
     echo "===== $name ====="
     cat "$logs/$name.log"
 done
-for name in fault-tests redis rabbitmq; do
+for name in fault-tests redis rabbitmq rabbitmq-quorum; do
     echo "$name: $(tail -n 1 "$logs/$name.log")"
 done
 rm -rf "$logs"

@@ -92,7 +92,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.ml.registry import select_device
+    from app.ml.segmenter_training import SegmenterLabelError, SegmenterPlan, train_segmenter
+
+    settings = get_settings()
+    device = select_device(settings.device)
+    quick = args.quick
+    plan = SegmenterPlan(
+        data=Path(args.data), out=Path(args.out or settings.trained_models_dir), name=args.name,
+        base_weights=Path(args.base or settings.segmentation_weights),
+        imgsz=args.imgsz or (160 if quick else settings.segmentation_imgsz),
+        epochs=args.epochs or (1 if quick else 30), batch=args.batch,
+        device="0" if device.startswith("cuda") else device, val_fraction=args.val_fraction,
+        max_photos=args.max_photos or (4 if quick else None), seed=args.seed, work=settings.data_dir / "train-own")
+    try:
+        model_dir = train_segmenter(plan)
+    except (SegmenterLabelError, ValueError) as exc:
+        print(f"demeter train: {exc}", file=sys.stderr)
+        return 2
+    print(f"use it with: SEGMENTATION_WEIGHTS={model_dir / 'container_seg.pt'}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.segmenter:
+        return _cmd_train_segmenter(args)
     from app.config import get_settings
     from app.ml.catalog import UnknownModel, resolve_detection
     from app.ml.labels import LabelError
@@ -414,6 +440,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     training.add_argument("--no-export", action="store_true", help="skip the OpenVINO export")
     training.add_argument("--workers", type=int, default=2, help="data loader processes")
     training.add_argument("--seed", type=int, default=0, help="photo split and slice sampling seed")
+    training.add_argument("--segmenter", action="store_true",
+                          help="fine-tune the container segmenter (SEGMENTATION_WEIGHTS) on the labelled trays and "
+                               "beds (COCO polygons or boxes) instead; --base, --epochs, --imgsz, --batch, "
+                               "--val-fraction, --max-photos, --quick, --out, --name apply")
     training.set_defaults(func=_cmd_train)
 
 

@@ -144,7 +144,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         plant_side=args.plant_size, max_photos=args.max_photos or (4 if quick else None),
         classes=args.classes.split(",") if args.classes else None, whole_photo=args.whole_photo,
         export=not (args.no_export or quick), workers=0 if quick else args.workers, empty_slices=args.empty_slices,
-        seed=args.seed, work=settings.data_dir / "train-own")
+        rehearsal=args.rehearsal, original_check=1 if quick else 3, seed=args.seed,
+        work=settings.data_dir / "train-own")
     try:
         result = train(plan, settings)
     except (LabelError, ValueError) as exc:
@@ -437,6 +438,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     training.add_argument("--whole-photo", action="store_true",
                           help="calibrate on whole photos instead of segmented containers")
     training.add_argument("--empty-slices", type=float, default=0.25, help="share of plant-free slices kept")
+    training.add_argument("--rehearsal", type=int, metavar="N",
+                          help="default-style synthetic photos whose slices are mixed into training, so the model "
+                               "keeps what it learned from them (10 when the base model was trained on them, else 0)")
     training.add_argument("--no-export", action="store_true", help="skip the OpenVINO export")
     training.add_argument("--workers", type=int, default=2, help="data loader processes")
     training.add_argument("--seed", type=int, default=0, help="photo split and slice sampling seed")

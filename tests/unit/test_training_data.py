@@ -3,15 +3,30 @@ the threshold calibration picks the count-minimising threshold."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app.config import PROJECT_ROOT
 from app.ml.calibration import PhotoCounts, choose_threshold, count_photo, match_count
+from app.ml.cards import default_card, parse_card
 from app.ml.labels import LabelledPhoto
 from app.ml.sliced import SliceParams, letterboxed_tiles, region_windows
-from app.ml.training import STRIDE, split_photos, tile_label_lines
+from app.ml.training import (
+    DEFAULT_REHEARSAL,
+    REHEARSAL_SEEDS,
+    STRIDE,
+    TrainPlan,
+    add_rehearsal,
+    default_style_photos,
+    rehearsal_photos,
+    split_photos,
+    tile_label_lines,
+    write_slices,
+)
 
 
 def _labelled(name: str) -> LabelledPhoto:
@@ -95,3 +110,39 @@ def test_count_photo_uses_only_counted_classes() -> None:
     counts = count_photo("x.jpg", np.zeros((1, 1, 3), np.uint8), count_at, (0.1, 0.5), labels=photo)
 
     assert counts.true_count == 1 and counts.counted == (1, 1) and counts.matched == (1, 1)
+
+
+def test_rehearsal_by_default_only_for_a_synthetic_base() -> None:
+    """The shipped detector's card names the generator: it rehearses; a grower-trained base does not."""
+    shipped = parse_card(json.loads((PROJECT_ROOT / "models" / "plant_det.card.json").read_text()))
+    grown = parse_card({**shipped.document, "training_data": {"source": "/data/bench-a"}})
+    plan = TrainPlan(Path("d"), Path("o"), "n", Path("w.pt"), SliceParams())
+
+    assert rehearsal_photos(plan, shipped) == DEFAULT_REHEARSAL > 0
+    assert rehearsal_photos(plan, grown) == 0
+    assert rehearsal_photos(plan, default_card("w.pt", "detect")) == 0
+    assert rehearsal_photos(replace(plan, rehearsal=0), shipped) == 0
+    assert rehearsal_photos(replace(plan, rehearsal=3), grown) == 3
+    with pytest.raises(ValueError):
+        rehearsal_photos(replace(plan, rehearsal=len(REHEARSAL_SEEDS) + 1), shipped)
+
+
+def test_rehearsal_slices_join_the_training_split_only(tmp_path: Path) -> None:
+    """Default-style slices, cut as the grower's, are sampled into train/ under their own names, their
+    plants labelled with the grower's plant class; nothing lands elsewhere."""
+    params = SliceParams(imgsz=160)
+    photos = default_style_photos(tmp_path / "photos", REHEARSAL_SEEDS[0], 1, plant_class=2)
+    train = tmp_path / "data" / "train"
+    write_slices([], train, params, print)
+
+    moved = add_rehearsal(train, photos, params, limit=5, progress=print)
+
+    assert moved == 5
+    assert sorted(p.parent.name for p in (tmp_path / "data").rglob("*") if p.is_file()) == ["images"] * 5 + [
+        "labels"] * 5
+    names = sorted(p.stem for p in (train / "images").iterdir())
+    assert names == sorted(p.stem for p in (train / "labels").iterdir())
+    assert all(name.startswith(f"rehearsal_{photos[0].image.stem}_") for name in names)
+    classes = {line.split()[0] for p in (train / "labels").iterdir() for line in p.read_text().splitlines()}
+    assert classes == {"2"}
+    assert photos[0].width == 2048 and len(photos[0].boxes) > 100

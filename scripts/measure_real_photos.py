@@ -127,18 +127,22 @@ Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in photo pixels
 
 
 class _Coco:
-    """A COCO file of one folder: photos and their plant boxes (what `demeter train` and `eval --labels` read)."""
+    """One folder of photos: a COCO file of their plant boxes (what `demeter train` and `eval --labels`
+    read) and labels.json of their counts (what `--folder` reads)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, source: str) -> None:
         self.folder = folder
+        self.source = source
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
+        self.counts: dict[str, dict[str, Any]] = {}
         folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, name: str, data: bytes, size: tuple[int, int], boxes: list[Box]) -> None:
         (self.folder / name).write_bytes(data)
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, "file_name": name, "width": size[0], "height": size[1]})
+        self.counts[name] = {"count": len(boxes), "source": self.source}
         for x1, y1, x2, y2 in boxes:
             self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, "category_id": 1,
                                      "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
@@ -148,9 +152,10 @@ class _Coco:
         document = {"images": self.images, "annotations": self.annotations,
                     "categories": [{"id": 1, "name": "plant"}]}
         (self.folder / "annotations.json").write_text(json.dumps(document, indent=1) + "\n")
+        (self.folder / "labels.json").write_text(json.dumps(self.counts, indent=2) + "\n")
 
 
-def _prepare_tray(tray: Path, out: Path, labels: dict[str, dict[str, Any]]) -> None:
+def _prepare_tray(tray: Path, out: Path) -> list[_Coco]:
     import cv2
 
     source = "danforthcenter/plantcv-tutorial-arabidopsis-tray"
@@ -159,13 +164,11 @@ def _prepare_tray(tray: Path, out: Path, labels: dict[str, dict[str, Any]]) -> N
     # PlantCV's per-plant results of this photo: one observation per pot of its 4 x 5 grid, in order.
     results = json.loads(_git_show(tray, "arabidopsis_results.json"))["observations"]
     pots = tray_plants(image, [results[f"default_{i}"] for i in range(1, len(results) + 1)])
-    whole = _Coco(out / "tray")
+    whole = _Coco(out / "tray", source)
     whole.add("arabidopsis_tray.jpg", data, (image.shape[1], image.shape[0]), [p["box"] for p in pots if p["box"]])
-    whole.write()
-    labels["tray/arabidopsis_tray.jpg"] = {"count": sum(p["box"] is not None for p in pots), "source": source}
     # One photo a pot, cut from the tray photo along the grid: a checkerboard half to train on, the other
     # half held out, so both halves hold every row (plant size) and column (light across the tray).
-    sets = {"train": _Coco(out / "cells-train"), "heldout": _Coco(out / "cells-heldout")}
+    sets = {"train": _Coco(out / "cells-train", source), "heldout": _Coco(out / "cells-heldout", source)}
     for pot in pots:
         x1, y1, x2, y2 = (round(v) for v in pot["cell"])
         box = pot["box"]
@@ -176,19 +179,17 @@ def _prepare_tray(tray: Path, out: Path, labels: dict[str, dict[str, Any]]) -> N
         shifted = [(box[0] - x1, box[1] - y1, box[2] - x1, box[3] - y1)] if box is not None else []
         split = "train" if (pot["row"] + pot["col"]) % 2 == 0 else "heldout"
         sets[split].add(name, jpeg.tobytes(), (x2 - x1, y2 - y1), shifted)
-        labels[f"cells-{split}/{name}"] = {"count": len(shifted), "source": source}
         if box is not None and (round(box[2] - box[0]), round(box[3] - box[1])) != tuple(pot["plantcv_size"]):
             print(f"pot {pot['pot']}: box {box[2] - box[0]:.0f}x{box[3] - box[1]:.0f} px, PlantCV's "
                   f"{pot['plantcv_size'][0]}x{pot['plantcv_size'][1]} "
                   "(the mask in its cell holds a leaf PlantCV did not assign to it)")
-    for split in sets.values():
-        split.write()
+    return [whole, *sets.values()]
 
 
-def _prepare_rosettes(crops: Path, out: Path, labels: dict[str, dict[str, Any]]) -> None:
+def _prepare_rosettes(crops: Path, out: Path) -> _Coco:
     import cv2
 
-    rosettes = _Coco(out / "rosettes")
+    rosettes = _Coco(out / "rosettes", "danforthcenter/plantcv-tutorial_leaf_instance_segmentation")
     for path in _git_files(crops):
         if path.startswith("test_img/") and path.endswith(".jpg"):
             # One rosette a photo (the tutorial's cropped tray cells), photographed daily as it grows.
@@ -196,25 +197,28 @@ def _prepare_rosettes(crops: Path, out: Path, labels: dict[str, dict[str, Any]])
             data = _git_show(crops, path)
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             rosettes.add(name, data, (image.shape[1], image.shape[0]), [_crop_box(image)])
-            labels[f"rosettes/{name}"] = {"count": 1,
-                                          "source": "danforthcenter/plantcv-tutorial_leaf_instance_segmentation"}
-    rosettes.write()
+    return rosettes
 
 
 def prepare(clones: Path, out: Path) -> int:
     """Write the labelled photos of the local clones under `out`, one folder a set, each with a COCO file.
 
     out/tray (the whole tray photo), out/cells-train and out/cells-heldout (its pots, one photo each),
-    out/rosettes (the cropped rosettes); out/labels.json lists every photo's count for `--folder out`.
+    out/rosettes (the cropped rosettes). Every folder has a labels.json of counts for `--folder`;
+    out/labels.json lists them all.
     """
     out.mkdir(parents=True, exist_ok=True)
-    labels: dict[str, dict[str, Any]] = {}
+    sets: list[_Coco] = []
     tray = clones / "plantcv-tutorial-arabidopsis-tray"
     if tray.exists():
-        _prepare_tray(tray, out, labels)
+        sets += _prepare_tray(tray, out)
     crops = clones / "plantcv-tutorial_leaf_instance_segmentation"
     if crops.exists():
-        _prepare_rosettes(crops, out, labels)
+        sets.append(_prepare_rosettes(crops, out))
+    labels: dict[str, dict[str, Any]] = {}
+    for photos in sets:
+        photos.write()
+        labels.update({f"{photos.folder.name}/{name}": count for name, count in photos.counts.items()})
     (out / "labels.json").write_text(json.dumps(labels, indent=2) + "\n")
     print(f"{len(labels)} photos in {out}")
     return 0
@@ -234,7 +238,8 @@ def _synthetic_photos(seeds: str, size: str) -> Iterator[tuple[str, bytes, int |
         yield f"synthetic_{seed}_{size}.jpg", encode_jpeg(photo.image), photo.true_count, "app.ml.synthetic"
 
 
-def measure_photo(name: str, data: bytes, true_count: int | None, source: str) -> dict[str, Any]:
+def measure_photo(name: str, data: bytes, true_count: int | None, source: str,
+                  whole_photo: bool = False) -> dict[str, Any]:
     settings = get_settings()
     registry = get_registry()
     row: dict[str, Any] = {"photo": name, "source": source, "true": true_count}
@@ -244,7 +249,7 @@ def measure_photo(name: str, data: bytes, true_count: int | None, source: str) -
         return {**row, "counted": None, "flagged": True, "reasons": [{"check": "refused", "message": str(exc)}]}
     image = decode_rgb(data)
     started = time.monotonic()
-    analysis = analyse_photo(image, registry)
+    analysis = analyse_photo(image, registry, "whole" if whole_photo else "segment")
     regions = [RegionDetections(r.region.bbox, r.detections.boxes, r.detections.scores, r.plant_like)
                for r in analysis.regions]
     card = registry.detection_card()
@@ -273,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="2048x1536", help="synthetic photo size WxH")
     parser.add_argument("--clones", type=Path, default=Path("var/real/sources"))
     parser.add_argument("--out", type=Path, default=Path("var/real/photos"))
+    parser.add_argument("--whole-photo", action="store_true",
+                        help="count each photo as one region (a photo of one pot), not segmented containers")
     parser.add_argument("--json", type=Path, help="write every row here")
     args = parser.parse_args(argv)
     if args.command == "prepare":
@@ -283,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'photo':<44} {'true':>6} {'counted':>7} {'flagged':>7}  reasons")
     rows = []
     for name, data, true_count, source in photos:
-        row = measure_photo(name, data, true_count, source)
+        row = measure_photo(name, data, true_count, source, args.whole_photo)
         rows.append(row)
         print(_line(row), flush=True)
     flagged = sum(r["flagged"] for r in rows)

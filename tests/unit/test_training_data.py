@@ -11,7 +11,7 @@ import pytest
 from app.ml.calibration import PhotoCounts, choose_threshold, count_photo, match_count
 from app.ml.labels import LabelledPhoto
 from app.ml.sliced import SliceParams, letterboxed_tiles, region_windows
-from app.ml.training import STRIDE, split_photos, tile_label_lines
+from app.ml.training import STRIDE, nominal_batch, split_photos, tile_label_lines
 
 
 def _labelled(name: str) -> LabelledPhoto:
@@ -95,3 +95,17 @@ def test_count_photo_uses_only_counted_classes() -> None:
     counts = count_photo("x.jpg", np.zeros((1, 1, 3), np.uint8), count_at, (0.1, 0.5), labels=photo)
 
     assert counts.true_count == 1 and counts.counted == (1, 1) and counts.matched == (1, 1)
+
+
+@pytest.mark.parametrize(("slices", "batch"), [(1, 8), (8, 8), (9, 8), (20, 8), (40, 4), (30, 16)])
+def test_a_few_photos_step_the_optimizer_every_epoch(slices: int, batch: int) -> None:
+    """Ultralytics accumulates nbs / batch batches per optimizer step, counted across epochs: with the
+    default nbs (64) ten photos of one pot each (one batch an epoch) would step once every 8 epochs."""
+    batches_per_epoch = -(-slices // batch)
+    accumulate = max(round(nominal_batch(slices, batch) / batch), 1)  # ultralytics' trainer, nbs -> steps
+    assert accumulate <= batches_per_epoch
+    assert max(round(64 / batch), 1) > batches_per_epoch  # the default would not
+
+
+def test_larger_sets_keep_ultralytics_nominal_batch() -> None:
+    assert nominal_batch(305, 8) == 64  # the synthetic second-style set: 38 batches an epoch

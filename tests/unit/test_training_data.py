@@ -85,6 +85,15 @@ def test_threshold_with_the_lowest_count_error_wins() -> None:
     assert chosen.precision == pytest.approx(95 / 101) and chosen.recall == pytest.approx(0.95)  # boxed photos only
 
 
+def test_a_tie_takes_the_middle_of_the_widest_range() -> None:
+    """Two photos counted right from 0.1 to 0.5 (and by chance at 0.8): not the range's edge, its middle."""
+    thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    results = [PhotoCounts("a", 1, (1, 1, 1, 1, 1, 0, 0, 1), None), PhotoCounts("b", 1, (1, 1, 1, 1, 1, 0, 0, 1), None)]
+
+    assert choose_threshold(results, thresholds).threshold == 0.3
+    assert choose_threshold(results, thresholds[:4]).threshold == 0.3  # an even run: its upper middle
+
+
 def test_count_photo_uses_only_counted_classes() -> None:
     photo = LabelledPhoto(Path("x.jpg"), 100, 100, np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float64),
                           np.array([0, 1]), np.zeros(2, bool))

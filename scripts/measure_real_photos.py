@@ -253,8 +253,9 @@ def measure_photo(name: str, data: bytes, true_count: int | None, source: str,
     regions = [RegionDetections(r.region.bbox, r.detections.boxes, r.detections.scores, r.plant_like)
                for r in analysis.regions]
     card = registry.detection_card()
-    reasons = judge(card, (info.width, info.height), regions, limits_from(settings))
-    measured = measure(card, (info.width, info.height), regions).as_dict()
+    # As the workers judge: a whole photo holds floor too, so it is no evidence of a sparse container.
+    reasons = judge(card, (info.width, info.height), regions, limits_from(settings), segmented=not whole_photo)
+    measured = measure(card, (info.width, info.height), regions, segmented=not whole_photo).as_dict()
     return {**row, "size": f"{info.width}x{info.height}", "counted": analysis.total, "flagged": bool(reasons),
             "reasons": [r.as_dict() for r in reasons], "measured": measured,
             "seconds": round(time.monotonic() - started, 2)}

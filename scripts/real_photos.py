@@ -7,7 +7,8 @@ Runs the `demeter` commands a grower would run, in order, and collects their JSO
     scripts/measure_real_photos.py prepare --clones CLONES --out DIR/photos   # labelled folders
     demeter eval --labels --data DIR/photos/cells-heldout --model shipped --json
     demeter eval --labels --data DIR/photos/cells-heldout --model shipped --whole-photo --json
-    SLICE_SIZE=512 demeter train --data DIR/photos/cells-train --name tray-pots --epochs 40 --whole-photo
+    demeter models use shipped                                                    # train from it
+    SLICE_SIZE=512 demeter train --data DIR/photos/cells-train --name tray-pots --epochs 80 --whole-photo
     demeter models use tray-pots-<timestamp>
     demeter eval --labels --data DIR/photos/cells-heldout --whole-photo --json     # the 10 other pots
     demeter eval --labels --data DIR/photos/rosettes --whole-photo --json          # another camera
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clones", type=Path, default=ROOT / "var" / "real" / "sources")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "real")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=80)
     parser.add_argument("--model", help="a model trained already (under OUT/models): evaluate it, do not train")
     args = parser.parse_args(argv)
     out = args.out.resolve()
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     report["shipped_whole"] = evaluate(photos / "cells-heldout", env, "--model", "shipped", "--whole-photo")
     model = args.model
     if model is None:
+        run(["-m", "app", "models", "use", "shipped"], env)  # `demeter train` starts from the detector in use
         before = set((out / "models").iterdir()) if (out / "models").is_dir() else set()
         run(["-m", "app", "train", "--data", str(photos / "cells-train"), "--name", "tray-pots",
              "--epochs", str(args.epochs), "--whole-photo"], {**env, "SLICE_SIZE": SLICE_SIZE})

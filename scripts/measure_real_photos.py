@@ -1,15 +1,19 @@
-"""Run the shipped models and the plausibility verdict over labelled photos; print what each got.
+"""Run the models in use and the plausibility verdict over labelled photos; print what each got.
 
 Not a test: the real photos belong to others and are not committed (models/README.md lists the
 sources and licences). Two kinds of input:
 
     # a folder of photos with labels.json: {"name.jpg": {"count": 12, "source": "owner/repo"}, ...}
-    .venv/bin/python scripts/measure_real_photos.py --folder var/real/photos
+    .venv/bin/python scripts/measure_real_photos.py --folder var/real/photos/tray
+    # photos of one pot each: the photo is the region, as `--whole-photo` is for eval and train
+    .venv/bin/python scripts/measure_real_photos.py --folder var/real/photos/cells-heldout --whole-photo
     # held-out synthetic photos (seeds >= 9000), true counts from the generator
     .venv/bin/python scripts/measure_real_photos.py --synthetic 9000-9019 --size 2048x1536
 
-`prepare` builds the folder from local clones of the public repositories (models/README.md says how
-to get them):
+`prepare` builds the folders from local clones of the public repositories (models/README.md says how
+to get them): tray/ (the tray photo), cells-train/ and cells-heldout/ (its pots, one photo each, a
+checkerboard half each) and rosettes/ (the cropped rosettes), each with a COCO file of plant boxes for
+`demeter train` and `demeter eval --labels`, and labels.json:
 
     .venv/bin/python scripts/measure_real_photos.py prepare --clones var/real/sources --out var/real/photos
 

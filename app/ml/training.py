@@ -53,6 +53,7 @@ from app.ml.synthetic import write_dataset
 
 WEIGHTS_NAME = "plant_det.pt"
 STRIDE = 32  # YOLO11's largest stride: inputs are padded to multiples of it, as at inference
+ULTRALYTICS_NOMINAL_BATCH = 64  # ultralytics' default `nbs`
 FALLBACK_PLANT_SIDE = 23.0  # px at the reference side: the shipped detector's median plant (its card, p50)
 # The shipped detector's training photos are seeds 1000-1799, its held-out ones >= 9000 (models/README.md).
 REHEARSAL_SEEDS = range(1000, 1800)
@@ -322,6 +323,13 @@ def _progress_callbacks(model: Any, epochs: int, threads: int, progress: Progres
     model.add_callback("on_fit_epoch_end", epoch_end)
 
 
+def nominal_batch(slices: int, batch: int) -> int:
+    """Ultralytics' `nbs`: it steps the optimizer once per nbs / batch batches (64 by default), counted
+    across epochs. A few labelled photos make one or two batches an epoch, so the default would step
+    once every several epochs; never accumulate more than one epoch's slices."""
+    return max(batch, min(ULTRALYTICS_NOMINAL_BATCH, -(-slices // batch) * batch))
+
+
 def run_trainer(plan: TrainPlan, data_yaml: Path, run_dir: Path, progress: Progress) -> tuple[Path, dict[str, float]]:
     """Ultralytics' trainer, from the base weights; returns best.pt and its validation metrics."""
     import os
@@ -330,11 +338,13 @@ def run_trainer(plan: TrainPlan, data_yaml: Path, run_dir: Path, progress: Progr
     from ultralytics import YOLO
 
     threads = plan.threads or os.cpu_count() or 1
+    slices = sum(1 for _ in (data_yaml.parent / "train" / "images").iterdir())
     model = YOLO(str(plan.base_weights), task="detect")
     _progress_callbacks(model, plan.epochs, threads, progress)
     # Slices are already at the inference scale and letterboxed as inference does: no mosaic, little
-    # scale jitter; a short warm-up, since the weights are trained already.
+    # scale jitter; a short warm-up, since the weights are trained already. nbs: see nominal_batch.
     model.train(data=str(data_yaml), epochs=plan.epochs, imgsz=plan.slicing.imgsz, batch=plan.batch,
+                nbs=nominal_batch(slices, plan.batch),
                 device=plan.device, workers=plan.workers, project=str(run_dir.parent.resolve()), name=run_dir.name,
                 exist_ok=True, pretrained=True, optimizer="AdamW", lr0=plan.lr0, warmup_epochs=0.5, mosaic=0.0,
                 close_mosaic=0, scale=0.15, translate=0.05, degrees=0.0, flipud=0.5, fliplr=0.5, amp=False,

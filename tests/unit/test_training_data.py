@@ -22,6 +22,7 @@ from app.ml.training import (
     TrainPlan,
     add_rehearsal,
     default_style_photos,
+    nominal_batch,
     rehearsal_photos,
     split_photos,
     tile_label_lines,
@@ -100,6 +101,15 @@ def test_threshold_with_the_lowest_count_error_wins() -> None:
     assert chosen.precision == pytest.approx(95 / 101) and chosen.recall == pytest.approx(0.95)  # boxed photos only
 
 
+def test_a_tie_takes_the_middle_of_the_widest_range() -> None:
+    """Two photos counted right from 0.1 to 0.5 (and by chance at 0.8): not the range's edge, its middle."""
+    thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    results = [PhotoCounts("a", 1, (1, 1, 1, 1, 1, 0, 0, 1), None), PhotoCounts("b", 1, (1, 1, 1, 1, 1, 0, 0, 1), None)]
+
+    assert choose_threshold(results, thresholds).threshold == 0.3
+    assert choose_threshold(results, thresholds[:4]).threshold == 0.3  # an even run: its upper middle
+
+
 def test_count_photo_uses_only_counted_classes() -> None:
     photo = LabelledPhoto(Path("x.jpg"), 100, 100, np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float64),
                           np.array([0, 1]), np.zeros(2, bool))
@@ -146,3 +156,17 @@ def test_rehearsal_slices_join_the_training_split_only(tmp_path: Path) -> None:
     classes = {line.split()[0] for p in (train / "labels").iterdir() for line in p.read_text().splitlines()}
     assert classes == {"2"}
     assert photos[0].width == 2048 and len(photos[0].boxes) > 100
+
+
+@pytest.mark.parametrize(("slices", "batch"), [(1, 8), (8, 8), (9, 8), (20, 8), (40, 4), (30, 16)])
+def test_a_few_photos_step_the_optimizer_every_epoch(slices: int, batch: int) -> None:
+    """Ultralytics accumulates nbs / batch batches per optimizer step, counted across epochs: with the
+    default nbs (64) ten photos of one pot each (one batch an epoch) would step once every 8 epochs."""
+    batches_per_epoch = -(-slices // batch)
+    accumulate = max(round(nominal_batch(slices, batch) / batch), 1)  # ultralytics' trainer, nbs -> steps
+    assert accumulate <= batches_per_epoch
+    assert max(round(64 / batch), 1) > batches_per_epoch  # the default would not
+
+
+def test_larger_sets_keep_ultralytics_nominal_batch() -> None:
+    assert nominal_batch(305, 8) == 64  # the synthetic second-style set: 38 batches an epoch

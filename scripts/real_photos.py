@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         run(["-m", "app", "models", "use", "shipped"], env)  # `demeter train` starts from the detector in use
         before = set((out / "models").iterdir()) if (out / "models").is_dir() else set()
         run(["-m", "app", "train", "--data", str(photos / "cells-train"), "--name", "tray-pots",
-             "--epochs", str(args.epochs), "--whole-photo"], {**env, "SLICE_SIZE": SLICE_SIZE})
+             "--epochs", str(args.epochs), "--whole-photo", "--rehearsal", "0"], {**env, "SLICE_SIZE": SLICE_SIZE})
         (directory,) = set((out / "models").iterdir()) - before
         model = directory.name
     run(["-m", "app", "models", "use", model], env)

@@ -34,8 +34,9 @@ upload to the first photo completed, p50/p95 of upload-to-completed, and the las
 With --brokers, the same pipeline (API and three workers each, models warmed) on each broker given:
 `redis`, `amqp` (RabbitMQ classic queues, with priorities) and `amqp-quorum` (RabbitMQ quorum queues,
 BROKER_QUEUE_TYPE=quorum), all started before the first round (RabbitMQ at BENCH_AMQP_URL, a vhost
-of their own each). Each round uploads the photos to one broker's API after the other and waits
-until they are counted, so a slow spell of the machine touches every broker; it reports photos/s
+of their own each). Each round uploads the photos to one broker's API after the other (each broker
+first in turn) and waits until they are counted, so a slow spell of the machine touches every
+broker; it reports photos/s
 per broker (median of the rounds) and each broker's ratio to the first one named.
 
 Redis databases BENCH_REDIS_DB and the next one (2 and 3 by default) and the PostgreSQL database
@@ -462,8 +463,8 @@ def broker_run(brokers: list[str], n_photos: int, rounds: int) -> dict[str, Any]
         for broker in brokers:
             services[broker].start()
             upload_and_wait(services[broker].port, photos[:2])  # warm: models loaded, connections open
-        for _ in range(rounds):
-            for broker in brokers:
+        for round_ in range(rounds):
+            for broker in brokers[round_ % len(brokers):] + brokers[:round_ % len(brokers)]:  # each goes first in turn
                 counted, _rendered = upload_and_wait(services[broker].port, photos)
                 seconds[broker].append(counted)
                 print(f"{broker}: {n_photos / counted:.3f} photos/s", file=sys.stderr)

@@ -37,7 +37,9 @@ BROKER_QUEUE_TYPE=quorum), all started before the first round (RabbitMQ at BENCH
 of their own each). Each round uploads the photos to one broker's API after the other (each broker
 first in turn) and waits until they are counted, so a slow spell of the machine touches every
 broker; it reports photos/s
-per broker (median of the rounds) and each broker's ratio to the first one named.
+per broker (median of the rounds) and each broker's ratio to the first one named, and beside them
+the broker's own share: no-op chords/s (NOOP_CHORDS chords of NOOP_FAN_OUT no-op children on the GPU
+queue and a no-op callback, the pipeline's messages without the models).
 
 Redis databases BENCH_REDIS_DB and the next one (2 and 3 by default) and the PostgreSQL database
 BENCH_DATABASE are emptied at the start of every run.
@@ -68,6 +70,7 @@ POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 HEADERS: dict[str, str] = {}  # the benchmark's API key, made by reset_services()
 BENCH_DB = os.environ.get("BENCH_DATABASE", "demeter_bench")  # recreated at every run
 BROKERS = ("redis", "amqp", "amqp-quorum")
+NOOP_CHORDS, NOOP_FAN_OUT = 30, 4  # --brokers: no-op chords per round, children each (a photo of 4 regions)
 
 
 def _free_port() -> int:
@@ -257,12 +260,14 @@ class InProcess:
         return time.perf_counter() - started, sum(regions) / len(regions)
 
 
-def noop_chords(count: int, fan_out: int) -> float:
-    """Seconds for `count` chords of `fan_out` no-op children on the GPU queue and a no-op callback."""
+def noop_chords(count: int, fan_out: int, celery: Any = None) -> float:
+    """Seconds for `count` chords of `fan_out` no-op children on the GPU queue and a no-op callback
+    (on `celery`'s broker; default: this process's app)."""
     from celery import chord
 
-    from app.celery_app import app
+    from app.celery_app import app as default_app
 
+    app = celery or default_app
     noop = app.signature("app.tasks.maintenance.noop")
     started = time.perf_counter()
     results = [
@@ -458,7 +463,9 @@ def broker_run(brokers: list[str], n_photos: int, rounds: int) -> dict[str, Any]
     reset_services()
     photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
     services = {broker: Services({**env, **broker_env(broker)}, data_dir / broker) for broker in brokers}
+    apps = {broker: services[broker].celery() for broker in brokers}
     seconds: dict[str, list[float]] = {broker: [] for broker in brokers}
+    chord_s: dict[str, list[float]] = {broker: [] for broker in brokers}
     try:
         for broker in brokers:
             services[broker].start()
@@ -467,7 +474,9 @@ def broker_run(brokers: list[str], n_photos: int, rounds: int) -> dict[str, Any]
             for broker in brokers[round_ % len(brokers):] + brokers[:round_ % len(brokers)]:  # each goes first in turn
                 counted, _rendered = upload_and_wait(services[broker].port, photos)
                 seconds[broker].append(counted)
-                print(f"{broker}: {n_photos / counted:.3f} photos/s", file=sys.stderr)
+                chord_s[broker].append(noop_chords(NOOP_CHORDS, NOOP_FAN_OUT, apps[broker]))
+                print(f"{broker}: {n_photos / counted:.3f} photos/s, {NOOP_CHORDS / chord_s[broker][-1]:.1f} "
+                      "no-op chords/s", file=sys.stderr)
     finally:
         for running in services.values():
             if running.processes:
@@ -481,6 +490,12 @@ def broker_run(brokers: list[str], n_photos: int, rounds: int) -> dict[str, Any]
         f"ratio_to_{first}": {broker: round(median([seconds[first][r] / seconds[broker][r] for r in range(rounds)]), 3)
                               for broker in brokers},
         "seconds_per_round": {broker: [round(s, 2) for s in seconds[broker]] for broker in brokers},
+        # The broker's own share: chords of no-op tasks, the pipeline's message pattern without the models.
+        f"noop_chords_per_s_{NOOP_FAN_OUT}_children": {broker: round(NOOP_CHORDS / median(chord_s[broker]), 2)
+                                                        for broker in brokers},
+        f"noop_chord_ratio_to_{first}": {
+            broker: round(median([chord_s[first][r] / chord_s[broker][r] for r in range(rounds)]), 3)
+            for broker in brokers},
     }
 
 

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # by a worker, must end within it or RabbitMQ closes the channel and the task runs again.
     broker_consumer_timeout: int = 1800
     broker_publish_timeout: float = 5.0  # seconds an upload waits for the broker to confirm its task
+    # RabbitMQ's management API, http://user:pw@host:15672/api/: the sweeper and reconciler read queue counts
+    # there (app/inflight.py), Flower its queue lengths (unless FLOWER_BROKER_API). Empty: they cannot look.
+    broker_api: str = ""
     db_pool_size: int = 5  # connections per process (and as many again in overflow); the io worker uses IO_CONCURRENCY
 
     # Storage.

@@ -156,6 +156,21 @@ def solo_worker_options(settings: Settings) -> dict[str, Any]:
     return {"broker_heartbeat": 0}
 
 
+def gevent_worker_options(settings: Settings) -> dict[str, Any]:
+    """Celery settings for the gevent-pool io worker on RabbitMQ ({} elsewhere): no publisher confirms.
+
+    With confirms, the gevent worker takes its tasks from RabbitMQ and never runs them: they stay
+    delivered and unacknowledged while the worker still answers pings (seen with celery and kombu 5.7,
+    py-amqp 5.4, gevent 26: a no-op task never answered; without confirms three answered at once;
+    a publish waiting for its confirm on a connection that another greenlet reads is the likely
+    cause). The io worker publishes only task events and retries of rendering, which is redone from
+    the database, so it publishes unconfirmed.
+    """
+    if broker_kind(settings.broker_url_resolved) != "amqp":
+        return {}
+    return {"broker_transport_options": {**amqp_transport_options(settings), "confirm_publish": False}}
+
+
 def longest_hold_seconds(settings: Settings) -> int:
     """The longest a worker holds one delivery unacknowledged: the longest task (LONGEST_TASK_SECONDS), or
     the longest retry countdown (RETRY_BACKOFF * 2**(TASK_MAX_RETRIES - 1), capped at RETRY_BACKOFF_MAX),

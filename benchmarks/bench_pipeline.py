@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_pipeline.py [--photos 20] [--rounds 3] [--rss-photos 200] [--json]
     .venv/bin/python benchmarks/bench_pipeline.py --latency idle,low,normal [--photos 20] [--json]
     .venv/bin/python benchmarks/bench_pipeline.py --null-model [--photos 8] [--rounds 3]
+    .venv/bin/python benchmarks/bench_pipeline.py --brokers redis,amqp,amqp-quorum [--photos 6] [--rounds 3]
 
 With --null-model, the GPU worker is benchmarks/null_gpu_worker.py: the real pipeline with a
 stand-in network of zero cost (regions and detections replayed from a real run on the same
@@ -29,6 +30,19 @@ The overhead ratio is pipeline / in-process: 1.0 means queueing, chords and data
 With --latency, for each BACKGROUND_CPU_PRIORITY given (fresh services each), the photos are
 uploaded at once and the run reports, from the sessions' own timestamps: seconds from the first
 upload to the first photo completed, p50/p95 of upload-to-completed, and the last photo's.
+
+With --brokers, the same pipeline (API and three workers each, models warmed) on each broker given:
+`redis`, `amqp` (RabbitMQ classic queues, with priorities) and `amqp-quorum` (RabbitMQ quorum queues,
+BROKER_QUEUE_TYPE=quorum), all started before the first round (RabbitMQ at BENCH_AMQP_URL, a vhost
+of their own each). Each round uploads the photos to one broker's API after the other (each broker
+first in turn) and waits until they are counted, so a slow spell of the machine touches every
+broker; it reports photos/s
+per broker (median of the rounds) and each broker's ratio to the first one named, and beside them
+the broker's own share: no-op chords/s (NOOP_CHORDS chords of NOOP_FAN_OUT no-op children on the GPU
+queue and a no-op callback, the pipeline's messages without the models).
+
+Redis databases BENCH_REDIS_DB and the next one (2 and 3 by default) and the PostgreSQL database
+BENCH_DATABASE are emptied at the start of every run.
 """
 
 from __future__ import annotations
@@ -49,10 +63,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")  # databases 2 and 3 are used
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "2"))  # broker; the next one holds the results
+AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 HEADERS: dict[str, str] = {}  # the benchmark's API key, made by reset_services()
 BENCH_DB = os.environ.get("BENCH_DATABASE", "demeter_bench")  # recreated at every run
+BROKERS = ("redis", "amqp", "amqp-quorum")
+NOOP_CHORDS, NOOP_FAN_OUT = 30, 4  # --brokers: no-op chords per round, children each (a photo of 4 regions)
 
 
 def _free_port() -> int:
@@ -65,8 +83,8 @@ def configure_environment(data_dir: Path) -> dict[str, str]:
     env = {
         "DATA_DIR": str(data_dir),
         "DATABASE_URL": f"{POSTGRES}/{BENCH_DB}",
-        "BROKER_URL": f"{REDIS}/2",
-        "RESULT_BACKEND": f"{REDIS}/3",
+        "BROKER_URL": f"{REDIS}/{REDIS_DB}",
+        "RESULT_BACKEND": f"{REDIS}/{REDIS_DB + 1}",
         "STORAGE_BACKEND": "local",
         "LOG_LEVEL": "WARNING",
         "GPU_MAX_TASKS_PER_CHILD": "0",  # measure one process: no recycling during the run
@@ -79,7 +97,7 @@ def reset_services() -> None:
     from tests.utils.services import create_database, flush_redis
 
     create_database(POSTGRES, BENCH_DB)
-    flush_redis(REDIS, 2, 3)
+    flush_redis(REDIS, REDIS_DB, REDIS_DB + 1)
     from app.db.migrate import upgrade_database
 
     upgrade_database()
@@ -96,6 +114,7 @@ class Services:
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.gpu_command = gpu_command or ["-m", "workers.gpu"]
         self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
         self.names: list[str] = []
@@ -112,14 +131,21 @@ class Services:
             self.names.append(name)
             self.processes.append(subprocess.Popen([sys.executable, *args], env=self.env, cwd=ROOT,
                                                    stdout=log, stderr=subprocess.STDOUT))
-        from app.celery_app import app
-
+        app = self.celery()
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             seen = {host.split("@")[0] for reply in app.control.ping(timeout=1.0) or [] for host in reply}
             if {"gpu0", "cpu", "io"} <= seen and self._api_up():
                 return
         raise TimeoutError("services did not start")
+
+    def celery(self) -> Any:
+        """A Celery app on these services' broker (they may not be on the one this process's settings name)."""
+        from app.celery_app import create_app
+        from app.config import get_settings
+
+        return create_app(get_settings().model_copy(update={
+            "broker_url": self.env["BROKER_URL"], "broker_queue_type": self.env.get("BROKER_QUEUE_TYPE", "classic")}))
 
     def _api_up(self) -> bool:
         import httpx
@@ -234,12 +260,14 @@ class InProcess:
         return time.perf_counter() - started, sum(regions) / len(regions)
 
 
-def noop_chords(count: int, fan_out: int) -> float:
-    """Seconds for `count` chords of `fan_out` no-op children on the GPU queue and a no-op callback."""
+def noop_chords(count: int, fan_out: int, celery: Any = None) -> float:
+    """Seconds for `count` chords of `fan_out` no-op children on the GPU queue and a no-op callback
+    (on `celery`'s broker; default: this process's app)."""
     from celery import chord
 
-    from app.celery_app import app
+    from app.celery_app import app as default_app
 
+    app = celery or default_app
     noop = app.signature("app.tasks.maintenance.noop")
     started = time.perf_counter()
     results = [
@@ -412,6 +440,65 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
         services.stop()
 
 
+def broker_env(broker: str) -> dict[str, str]:
+    """BROKER_URL and BROKER_QUEUE_TYPE of one of BROKERS; a RabbitMQ broker gets a fresh vhost."""
+    if broker == "redis":
+        return {"BROKER_URL": f"{REDIS}/{REDIS_DB}", "BROKER_QUEUE_TYPE": "classic"}
+    from tests.utils.services import create_vhost
+
+    vhost = f"{BENCH_DB}_{broker.replace('-', '_')}"
+    create_vhost(vhost)
+    return {"BROKER_URL": f"{AMQP}/{vhost}", "BROKER_QUEUE_TYPE": "quorum" if broker == "amqp-quorum" else "classic"}
+
+
+def broker_run(brokers: list[str], n_photos: int, rounds: int) -> dict[str, Any]:
+    """photos/s of the pipeline on each broker, rounds alternating between them; ratios to the first."""
+    from tests.utils.photos import synthetic_jpeg
+
+    unknown = set(brokers) - set(BROKERS)
+    if unknown:
+        raise SystemExit(f"unknown broker(s) {sorted(unknown)}: choose from {', '.join(BROKERS)}")
+    data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-brokers-"))
+    env = configure_environment(data_dir)
+    reset_services()
+    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
+    services = {broker: Services({**env, **broker_env(broker)}, data_dir / broker) for broker in brokers}
+    apps = {broker: services[broker].celery() for broker in brokers}
+    seconds: dict[str, list[float]] = {broker: [] for broker in brokers}
+    chord_s: dict[str, list[float]] = {broker: [] for broker in brokers}
+    try:
+        for broker in brokers:
+            services[broker].start()
+            upload_and_wait(services[broker].port, photos[:2])  # warm: models loaded, connections open
+        for round_ in range(rounds):
+            for broker in brokers[round_ % len(brokers):] + brokers[:round_ % len(brokers)]:  # each goes first in turn
+                counted, _rendered = upload_and_wait(services[broker].port, photos)
+                seconds[broker].append(counted)
+                chord_s[broker].append(noop_chords(NOOP_CHORDS, NOOP_FAN_OUT, apps[broker]))
+                print(f"{broker}: {n_photos / counted:.3f} photos/s, {NOOP_CHORDS / chord_s[broker][-1]:.1f} "
+                      "no-op chords/s", file=sys.stderr)
+    finally:
+        for running in services.values():
+            if running.processes:
+                running.stop()
+    per_s = {broker: round(n_photos / median(seconds[broker]), 4) for broker in brokers}
+    first = brokers[0]
+    return {
+        "photos": n_photos,
+        "rounds": rounds,
+        "photos_per_s": per_s,
+        f"ratio_to_{first}": {broker: round(median([seconds[first][r] / seconds[broker][r] for r in range(rounds)]), 3)
+                              for broker in brokers},
+        "seconds_per_round": {broker: [round(s, 2) for s in seconds[broker]] for broker in brokers},
+        # The broker's own share: chords of no-op tasks, the pipeline's message pattern without the models.
+        f"noop_chords_per_s_{NOOP_FAN_OUT}_children": {broker: round(NOOP_CHORDS / median(chord_s[broker]), 2)
+                                                        for broker in brokers},
+        f"noop_chord_ratio_to_{first}": {
+            broker: round(median([chord_s[first][r] / chord_s[broker][r] for r in range(rounds)]), 3)
+            for broker in brokers},
+    }
+
+
 def record_null_model(photos: list[bytes], path: Path) -> float:
     """Run the real models once over `photos` and write what the stand-in network will replay; mean regions."""
     from app.config import get_settings
@@ -504,8 +591,14 @@ def main() -> int:
     parser.add_argument("--null-model", action="store_true", help="the real pipeline with a zero-cost stand-in "
                         "network: photos/s per GPU worker and host ms per photo by stage, beside the no-op chord "
                         "and a bare decode loop")
+    parser.add_argument("--brokers", default="", help="comma-separated brokers (redis,amqp,amqp-quorum): photos/s "
+                        "of the same pipeline on each, rounds alternating, and the ratio to the first named")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.brokers:
+        result = broker_run(args.brokers.split(","), args.photos, args.rounds)
+        print(json.dumps(result, indent=2))
+        return 0
     if args.null_model:
         result = null_model_run(args.photos, args.rounds)
         print(json.dumps(result, indent=2))

@@ -5,11 +5,12 @@ tests/unit need no service at all. Every other test session gets its own Postgre
 database and its own Redis database numbers, and starts the GPU (solo) and CPU workers
 as subprocesses, exactly as production does.
 
-The broker: TEST_BROKER=redis (default) or amqp. With amqp, the session's broker is a fresh
-virtual host on the machine's RabbitMQ (TEST_AMQP_URL, guest/guest on 127.0.0.1 by default),
-and the isolated tests get a second one; BROKER_QUEUE_TYPE=quorum passes through to test quorum
-queues. The result backend stays on Redis either way. Tests marked `broker` are the ones whose
-behaviour depends on the broker; CI runs them on both (scripts/test.sh).
+The broker: TEST_BROKER=redis (default), amqp (RabbitMQ classic queues) or amqp-quorum (RabbitMQ
+quorum queues: the same as amqp with BROKER_QUEUE_TYPE=quorum, which also passes through as is).
+On RabbitMQ the session's broker is a fresh virtual host on the machine's RabbitMQ (TEST_AMQP_URL,
+guest/guest on 127.0.0.1 by default), and the isolated tests get a second one. The result backend
+stays on Redis either way. Tests marked `broker` are the ones whose behaviour depends on the
+broker; CI runs them on all three.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ RESULT_DB = BROKER_DB + 1
 # Tests that start their own workers use another pair, so the session's workers don't steal their tasks.
 ISOLATED_DB = BROKER_DB - 6
 DATA_DIR = Path(tempfile.mkdtemp(prefix="demeter-test-"))
-TEST_BROKER = os.environ.get("TEST_BROKER", "redis")
+TEST_BROKER_MODE = os.environ.get("TEST_BROKER", "redis")
+if TEST_BROKER_MODE not in ("redis", "amqp", "amqp-quorum"):
+    raise RuntimeError(f"TEST_BROKER must be redis, amqp or amqp-quorum, not {TEST_BROKER_MODE!r}")
+if TEST_BROKER_MODE == "amqp-quorum":
+    os.environ["BROKER_QUEUE_TYPE"] = "quorum"  # read by this process's settings and every worker started
+TEST_BROKER = "amqp" if TEST_BROKER_MODE.startswith("amqp") else "redis"  # the broker, whatever its queues
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 VHOST = f"demeter_test_{os.getpid()}"
 ISOLATED_VHOST = f"{VHOST}_isolated"
-if TEST_BROKER not in ("redis", "amqp"):
-    raise RuntimeError(f"TEST_BROKER must be redis or amqp, not {TEST_BROKER!r}")
 BROKER_URL = f"{AMQP}/{VHOST}" if TEST_BROKER == "amqp" else f"{REDIS}/{BROKER_DB}"
 
 os.environ.update(

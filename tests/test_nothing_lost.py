@@ -23,6 +23,7 @@ from app.db.session import db_session
 from app.deadletter.record import record_stale
 from app.deadletter.replay import replay
 from app.intake import submit_photo
+from tests.conftest import TEST_BROKER
 from tests.test_reliability import (
     SMALL,
     Faults,
@@ -393,3 +394,34 @@ def test_the_reconciler_gives_up_after_its_attempts_with_a_dead_letter(isolated_
     session = wait_final(photo_id)
     assert session.status == "failed" and "lost 3 times" in (session.error or "")
     assert [letter.exception_type for letter in _dead_letters([photo_id])] == ["WorkLost"]
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(TEST_BROKER != "amqp", reason="RabbitMQ hides its unacknowledged messages; Redis shows them")
+def test_without_the_management_api_the_reconciler_on_rabbitmq_requeues_nothing_and_says_why(
+    isolated_broker: IsolatedBroker,
+) -> None:
+    """RabbitMQ without BROKER_API (this machine's has no management plugin): a photo with no work
+    anywhere is not re-enqueued, since a photo whose task runs unacknowledged would look the same;
+    the cpu worker logs the reason. Grace 0 s instead of RECONCILE_GRACE_SECONDS=30, the only change."""
+    from app.storage import get_storage, new_key
+
+    isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
+                                  env={"BROKER_API": ""})
+    isolated_broker.wait_ready(["cpu"])
+    key = new_key("original", "jpg")
+    get_storage().put(key, synthetic_jpeg(9597, **SMALL), "image/jpeg")
+    with db_session() as db:
+        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
+                                           size_bytes=1, correlation_id="unseen-on-rabbitmq")
+        photo_id = photo.id  # never enqueued: on Redis the reconciler would re-enqueue it
+    time.sleep(1.1)  # unchanged for longer than the grace
+
+    outcome = isolated_broker.send(names.RECONCILE_TASK, "cpu", [0]).get(timeout=120)
+
+    assert photo_id not in outcome["requeued"] and photo_id not in outcome["given_up"]
+    with db_session() as db:
+        assert repository.get_session(db, photo_id=photo_id).requeue_attempts == 0
+    skipped = [line for line in isolated_broker.workers.logs("cpu")
+               if line.get("event") == "unfinished photos not reconciled: the broker's work cannot be seen"]
+    assert skipped and "BROKER_API" in skipped[-1]["reason"]

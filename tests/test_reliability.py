@@ -316,8 +316,12 @@ def test_stale_session_is_swept_and_dead_lettered(isolated_broker: IsolatedBroke
 @pytest.mark.broker
 @pytest.mark.skipif(TEST_BROKER != "amqp", reason="AMQP heartbeats: Redis connections have none")
 def test_a_task_longer_than_the_heartbeat_interval_runs_once(isolated_broker: IsolatedBroker, faults: Faults) -> None:
-    # A 2 s heartbeat: RabbitMQ drops a connection that misses two. The solo GPU worker cannot send heartbeats
-    # while a region takes 8 s, so it must negotiate none (app/topology.py, solo_worker_options).
+    # RabbitMQ closes a connection that stays silent for about its heartbeat timeout (two missed heartbeats,
+    # sent every half of it). Scaled 1:30 from the default BROKER_HEARTBEAT=60: a 2 s heartbeat and an 8 s
+    # region are a 240 s region under the default, four timeouts long. The solo GPU worker cannot send
+    # heartbeats while its task runs, so it must negotiate none (app/topology.py, solo_worker_options);
+    # with the 2 s heartbeat it loses its connection in the middle of every run and the region runs again and
+    # again (the photo never completes: checked by negotiating the heartbeat, the test then times out).
     start_workers(isolated_broker, faults, gpu_env={"BROKER_HEARTBEAT": "2"}, cpu_env={"BROKER_HEARTBEAT": "2"})
     submission = submit_photo(synthetic_jpeg(9370, **SMALL), celery=isolated_broker.app)
     faults.set({"ml.count_region": {"delay": 8.0, "keys": [f"{submission.photo_id}:0"]}})

@@ -23,6 +23,7 @@ def _pool(stats: dict, prefix: str) -> str:
     return next(s["pool"]["implementation"] for host, s in stats.items() if host.startswith(prefix + "@"))
 
 
+@pytest.mark.broker  # the gevent pool stalled on RabbitMQ with publisher confirms (topology.gevent_worker_options)
 def test_each_entrypoint_runs_its_pool_on_its_queues(isolated_broker: IsolatedBroker) -> None:
     workers = isolated_broker.workers
     workers.start("gpu", ["-m", "workers.gpu"])

@@ -75,8 +75,9 @@ def main() -> None:
     else:
         os.environ.pop("FLOWER_BASIC_AUTH", None)
         log.warning("flower runs WITHOUT authentication (FLOWER_ALLOW_NO_AUTH=true); local use only")
-    if settings.flower_broker_api:  # RabbitMQ's management API: queue lengths (Redis is asked directly)
-        os.environ["FLOWER_BROKER_API"] = settings.flower_broker_api
+    broker_api = settings.flower_broker_api or settings.broker_api
+    if broker_api:  # RabbitMQ's management API: queue lengths (Redis is asked directly)
+        os.environ["FLOWER_BROKER_API"] = broker_api
     from app.celery_app import app
 
     app.start(argv(settings, sys.argv[1:]))

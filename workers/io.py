@@ -51,8 +51,10 @@ def main() -> None:
     get_settings.cache_clear()
     lower_priority(get_settings().background_cpu_priority)
     from app.celery_app import app  # boto3 and the database driver are imported after patching
+    from app.topology import gevent_worker_options
     from workers.queues import import_tasks_for
 
+    app.conf.update(gevent_worker_options(get_settings()))  # RabbitMQ: confirms would stall the gevent pool
     args = argv(sys.argv[1:])
     import_tasks_for(app, args)
     app.worker_main([*celery_banner_options(), *args])

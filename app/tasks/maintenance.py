@@ -28,15 +28,17 @@ def sweep_stale_sessions(self: HousekeepingTask, max_age_seconds: int | None = N
     """Fail sessions unchanged for STALE_SESSION_SECONDS whose work is gone, and dead-letter each one.
 
     A photo whose task is still queued, reserved or running (app/inflight.py) is never failed, however
-    long it waited: a backlog is not a failure. Only when the broker cannot be scanned (the embedded
-    filesystem broker) does age alone decide.
+    long it waited: a backlog is not a failure. Only when the broker's work cannot be seen (the embedded
+    filesystem broker, RabbitMQ without BROKER_API) does age alone decide; the log says why.
     """
     max_age = max_age_seconds if max_age_seconds is not None else get_settings().stale_session_seconds
     cutoff = utcnow() - timedelta(seconds=max_age)
     with db_session() as db:
         candidates = [s.photo_id for s in repository.stale_sessions(db, older_than=cutoff)]
     gone = inflight.photos_without_work(app, candidates)
-    stale = sorted(gone if gone is not None else candidates)
+    if isinstance(gone, inflight.Unseen):
+        log.info("stale sessions judged by age alone", reason=gone.reason, candidates=len(candidates))
+    stale = sorted(candidates if isinstance(gone, inflight.Unseen) else gone)
     swept = []
     for photo_id in stale:
         with db_session() as db:
@@ -60,10 +62,12 @@ def reconcile_unfinished(self: HousekeepingTask, grace_seconds: int | None = Non
     stranded by a crash), within a minute or two instead of at the stale limit.
 
     The database is the source of truth: every pending/processing session unchanged for
-    RECONCILE_GRACE_SECONDS is checked against the broker (app/inflight.py: two scans). One with no
+    RECONCILE_GRACE_SECONDS is checked against the broker (app/inflight.py: two looks). One with no
     message anywhere gets its parent task again (segmentation reuses its saved regions, every write
     is idempotent), at most RECONCILE_MAX_ATTEMPTS times; then it is failed and dead-lettered as
-    `WorkLost`. Returns {"requeued": [...], "given_up": [...]} photo ids.
+    `WorkLost`. Where the broker's work cannot be seen (RabbitMQ without BROKER_API, the embedded
+    broker) nothing is re-enqueued and the log says why. Returns {"requeued": [...], "given_up": [...]}
+    photo ids.
     """
     from app.intake import choose_gpu_queue, enqueue  # publishes by name; loads no model code
 
@@ -72,7 +76,11 @@ def reconcile_unfinished(self: HousekeepingTask, grace_seconds: int | None = Non
     cutoff = utcnow() - timedelta(seconds=grace)
     with db_session() as db:
         candidates = [s.photo_id for s in repository.stale_sessions(db, older_than=cutoff)]
-    gone = inflight.photos_without_work(app, candidates) or set()
+    gone = inflight.photos_without_work(app, candidates)
+    if isinstance(gone, inflight.Unseen):
+        log.info("unfinished photos not reconciled: the broker's work cannot be seen", reason=gone.reason,
+                 unfinished=len(candidates))
+        return {"requeued": [], "given_up": []}
     requeued, given_up = [], []
     for photo_id in sorted(gone):
         with db_session() as db:

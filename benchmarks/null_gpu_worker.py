@@ -71,7 +71,9 @@ def install(recording_path: Path, stages_path: Path) -> None:
 
     def null_count(image: np.ndarray, bbox: tuple[int, int, int, int], registry: Any) -> Detections:
         rows = np.asarray(recording[fingerprint(image)]["detections"][bbox_key(bbox)], np.float32).reshape(-1, 5)
-        return Detections(np.ascontiguousarray(rows[:, :4]), np.ascontiguousarray(rows[:, 4]))
+        # Only the counted boxes were recorded: their class is the counted one (0, plants).
+        return Detections(np.ascontiguousarray(rows[:, :4]), np.ascontiguousarray(rows[:, 4]),
+                          np.zeros(len(rows), np.int64))
 
     session = gpu.db_session
 

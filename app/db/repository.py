@@ -25,6 +25,8 @@ from app.db.models import (
 from app.errors import UnknownPhoto
 from app.records import DETECTION_COLUMNS, RegionProposal, detection_rows
 
+FINAL_STATUSES = tuple(status.value for status in SessionStatus if status.is_final)
+
 
 def create_photo(
     db: Session,
@@ -118,9 +120,12 @@ def mark_processing(db: Session, *, photo_id: int, task_id: str | None) -> Proce
 
 
 def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal],
-                 region_mode: str = "segment") -> list[Region]:
-    """Store the regions once (and how they were found); a redelivered parent finds and reuses the same rows."""
-    session = get_session(db, photo_id=photo_id, lock=True)
+                 region_mode: str = "segment", session: ProcessingSession | None = None) -> list[Region]:
+    """Store the regions once (and how they were found); a redelivered parent finds and reuses the same rows.
+
+    `session`: the photo's session row when this transaction has locked it already (`mark_processing`).
+    """
+    session = session or get_session(db, photo_id=photo_id, lock=True)
     session.region_mode = region_mode
     existing = list(db.scalars(select(Region).where(Region.session_id == session.id).order_by(Region.region_index)))
     if existing:
@@ -151,8 +156,9 @@ def _on_postgresql(db: Session) -> bool:
 
 
 def record_region_progress(db: Session, *, photo_id: int, region_index: int, count: int | None,
-                           mean_confidence: float | None, error: str | None = None) -> tuple[int, int]:
-    """Note one region as done (idempotent); return how many regions are done, and of how many.
+                           mean_confidence: float | None, error: str | None = None) -> tuple[int, int] | None:
+    """Note one region as done (idempotent); return how many regions are done, and of how many, or None
+    when the session has ended already (or there is no such photo): nothing is written then.
 
     Progress is advisory (aggregation writes the counts that matter, from the chord's results), so on
     PostgreSQL this transaction does not wait for its WAL flush: a crash may lose the last few
@@ -160,8 +166,12 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
     """
     if _on_postgresql(db):
         db.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    # Two statements, no reads first: this runs once per region on the GPU worker's critical path.
-    session_id = select(ProcessingSession.id).where(ProcessingSession.photo_id == photo_id).scalar_subquery()
+    # Two statements, no reads first. Only while the session runs: once it is final, its rows are
+    # aggregation's (exact), and a progress write that arrives late must not touch them.
+    session_id = (select(ProcessingSession.id)
+                  .where(ProcessingSession.photo_id == photo_id,
+                         ProcessingSession.status.not_in(FINAL_STATUSES))
+                  .scalar_subquery())
     db.execute(
         update(Region)
         .where(Region.session_id == session_id, Region.region_index == region_index)
@@ -177,13 +187,13 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
     )
     row = db.execute(
         update(ProcessingSession)
-        .where(ProcessingSession.photo_id == photo_id)
+        .where(ProcessingSession.photo_id == photo_id, ProcessingSession.status.not_in(FINAL_STATUSES))
         .values(regions_done=done)
         .returning(ProcessingSession.regions_done, ProcessingSession.regions_total)
         .execution_options(synchronize_session=False)
     ).one_or_none()
     if row is None:
-        raise UnknownPhoto(f"no photo with id {photo_id}")
+        return None
     return int(row.regions_done), int(row.regions_total or 0)
 
 

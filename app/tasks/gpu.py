@@ -185,7 +185,7 @@ def _segment(db: Session, photo_id: int, task_id: str | None) -> list[dict[str, 
 def _prefetch_next(queue: str) -> None:
     """Decode the next photo waiting on `queue` in the background (PHOTO_PREFETCH; Redis brokers only)."""
     settings = get_registry().settings
-    if not settings.photo_prefetch:
+    if not settings.photo_prefetch or photo_cache.size < 2:  # with room for one photo, its children would lose it
         return
     waiting = next_photo(settings.broker_url_resolved, queue, skip=photo_cache.cached())
     if waiting is not None:

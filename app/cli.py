@@ -7,6 +7,7 @@
     demeter train --data DIR [--quick]       fine-tune the plant detector on your labelled photos
     demeter models list|show [NAME]|use NAME the plant detector the workers load
     demeter export-detections ID --format coco|yolo   a photo's plants as pre-annotations
+    demeter recount --model NAME [ID...] [--since DATE]  count stored photos again, record the difference
     demeter migrate                          bring the database schema up to date
     demeter api                              serve the HTTP API
     demeter dlq list|show|replay|purge       inspect and replay the dead-letter queue
@@ -91,7 +92,33 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.ml.registry import select_device
+    from app.ml.segmenter_training import SegmenterLabelError, SegmenterPlan, train_segmenter
+
+    settings = get_settings()
+    device = select_device(settings.device)
+    quick = args.quick
+    plan = SegmenterPlan(
+        data=Path(args.data), out=Path(args.out or settings.trained_models_dir), name=args.name,
+        base_weights=Path(args.base or settings.segmentation_weights),
+        imgsz=args.imgsz or (160 if quick else settings.segmentation_imgsz),
+        epochs=args.epochs or (1 if quick else 30), batch=args.batch,
+        device="0" if device.startswith("cuda") else device, val_fraction=args.val_fraction,
+        max_photos=args.max_photos or (4 if quick else None), seed=args.seed, work=settings.data_dir / "train-own")
+    try:
+        model_dir = train_segmenter(plan)
+    except (SegmenterLabelError, ValueError) as exc:
+        print(f"demeter train: {exc}", file=sys.stderr)
+        return 2
+    print(f"use it with: SEGMENTATION_WEIGHTS={model_dir / 'container_seg.pt'}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.segmenter:
+        return _cmd_train_segmenter(args)
     from app.config import get_settings
     from app.ml.catalog import UnknownModel, resolve_detection
     from app.ml.labels import LabelError
@@ -117,7 +144,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         plant_side=args.plant_size, max_photos=args.max_photos or (4 if quick else None),
         classes=args.classes.split(",") if args.classes else None, whole_photo=args.whole_photo,
         export=not (args.no_export or quick), workers=0 if quick else args.workers, empty_slices=args.empty_slices,
-        seed=args.seed, work=settings.data_dir / "train-own")
+        rehearsal=args.rehearsal, original_check=1 if quick else 3, seed=args.seed,
+        work=settings.data_dir / "train-own")
     try:
         result = train(plan, settings)
     except (LabelError, ValueError) as exc:
@@ -192,6 +220,47 @@ def _cmd_export_detections(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
     return 0
+
+
+def _cmd_recount(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from app import recount
+    from app.config import get_settings
+    from app.errors import UnknownPhoto
+    from app.exits import TimedOut
+    from app.ml.catalog import UnknownModel, find_model
+
+    if not args.photos and args.since is None:
+        print("demeter recount: name photos (their UUIDs) or --since DATE", file=sys.stderr)
+        return 2
+    try:
+        find_model(get_settings(), args.model)  # the workers resolve it again; a typo stops here
+        if len(args.model) > recount.MAX_MODEL_NAME:
+            raise UnknownModel(f"a model name of at most {recount.MAX_MODEL_NAME} characters, not {args.model!r}")
+        photo_ids = recount.photos_to_recount(args.photos, args.since)
+        sent = {photo_id: recount.start_recount(photo_id, args.model) for photo_id in photo_ids}
+    except (UnknownModel, UnknownPhoto, ValueError) as exc:
+        print(f"demeter recount: {exc}", file=sys.stderr)
+        return 2
+    print(f"{sum(sent.values())} of {len(photo_ids)} photos sent to the workers to recount with {args.model}",
+          file=sys.stderr)
+    finished = args.no_wait or recount.wait_for_recounts(photo_ids, args.model, time.monotonic() + args.timeout)
+    reports = [recount.report(photo_id, args.model, already_done=not sent[photo_id]) for photo_id in photo_ids]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        print(f"{'photo':<36} {'status':<10} {'region':>6} {'counted':>8} {'recount':>8} {'difference':>10}")
+        for r in reports:
+            for region in r.regions or [recount.RegionDifference(-1, None, None, None)]:
+                cells = ["-" if v is None else str(v) for v in (region.counted, region.recounted)]
+                cells.append("-" if region.difference is None else f"{region.difference:+d}")
+                index = "-" if region.region_index < 0 else region.region_index
+                print(f"{r.photo_uuid:<36} {r.status:<10} {index:>6} {cells[0]:>8} {cells[1]:>8} {cells[2]:>10}")
+    if not finished:
+        raise TimedOut(f"recounts not finished after {args.timeout:g} s (are the workers running?)")
+    return 0 if all(r.status in ("completed", "warning") for r in reports) or args.no_wait else 1
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:
@@ -369,9 +438,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     training.add_argument("--whole-photo", action="store_true",
                           help="calibrate on whole photos instead of segmented containers")
     training.add_argument("--empty-slices", type=float, default=0.25, help="share of plant-free slices kept")
+    training.add_argument("--rehearsal", type=int, metavar="N",
+                          help="default-style synthetic photos whose slices are mixed into training, so the model "
+                               "keeps what it learned from them (10 when the base model was trained on them, else 0)")
     training.add_argument("--no-export", action="store_true", help="skip the OpenVINO export")
     training.add_argument("--workers", type=int, default=2, help="data loader processes")
     training.add_argument("--seed", type=int, default=0, help="photo split and slice sampling seed")
+    training.add_argument("--segmenter", action="store_true",
+                          help="fine-tune the container segmenter (SEGMENTATION_WEIGHTS) on the labelled trays and "
+                               "beds (COCO polygons or boxes) instead; --base, --epochs, --imgsz, --batch, "
+                               "--val-fraction, --max-photos, --quick, --out, --name apply")
     training.set_defaults(func=_cmd_train)
 
 
@@ -395,6 +471,22 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--regions", action="store_true", help="COCO: also the regions (trays, beds) with outlines")
     export.add_argument("--out", metavar="FILE", help="file to write (standard output)")
     export.set_defaults(func=_cmd_export_detections)
+
+
+def _add_recount(sub: argparse._SubParsersAction) -> None:
+    from datetime import datetime
+
+    recount = _parser(sub, "recount", "count stored photos again with another detector (on the running workers) "
+                                      "and record each region's difference as a `recount` stock movement, "
+                                      "once per photo and model")
+    recount.add_argument("photos", nargs="*", metavar="PHOTO", help="photo UUIDs (the API's photo_id)")
+    recount.add_argument("--model", required=True, help="a trained model's name (demeter models list) or `shipped`")
+    recount.add_argument("--since", type=datetime.fromisoformat, metavar="DATE",
+                         help="also every photo counted (completed or warning) since DATE (ISO 8601, UTC "
+                              "when no offset is given)")
+    recount.add_argument("--no-wait", action="store_true", help="send the recounts and print what is there now")
+    _add_run_options(recount)
+    recount.set_defaults(func=_cmd_recount)
 
 
 def _add_api(sub: argparse._SubParsersAction) -> None:
@@ -468,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_models(sub)
     _add_export(sub)
+    _add_recount(sub)
     _parser(sub, "migrate", "bring the database to the newest schema (alembic upgrade head)").set_defaults(
         func=_cmd_migrate)
     _add_api(sub)

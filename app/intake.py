@@ -186,8 +186,10 @@ def find_recent_duplicate(tenant: str, content_sha256: str, window: int) -> str 
                                            since=utcnow() - timedelta(seconds=window))
 
 
-def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None, photo_uuid: str | None = None) -> str:
-    """Publish ml_parent_task for a stored photo and note the task id on its session.
+def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None, photo_uuid: str | None = None,
+            recount_model: str = "") -> str:
+    """Publish ml_parent_task for a stored photo and note the task id on its session (with
+    `recount_model`: on its recount session by that model, the kwarg passed on to the task).
 
     The message carries the photo's UUID as the `photo_uuid` kwarg (looked up when not given), so
     Flower's task page and the dead letter name the photo by its public id."""
@@ -198,15 +200,17 @@ def enqueue(photo_id: int, cid: str, queue: str, celery: Celery | None = None, p
             photo_uuid = repository.photo_uuid(db, photo_id=photo_id)
     app = celery or default_app
     settings = _settings_of(app)
-    options: dict[str, Any] = {"args": [photo_id], "kwargs": {"correlation_id": cid, "photo_uuid": photo_uuid},
-                               "queue": queue, "headers": {correlation.MESSAGE_HEADER: cid},
-                               **topology.publish_options(settings)}
+    kwargs: dict[str, Any] = {"correlation_id": cid, "photo_uuid": photo_uuid}
+    if recount_model:
+        kwargs["recount_model"] = recount_model
+    options: dict[str, Any] = {"args": [photo_id], "kwargs": kwargs, "queue": queue,
+                               "headers": {correlation.MESSAGE_HEADER: cid}, **topology.publish_options(settings)}
     if topology.broker_kind(settings.broker_url_resolved) == "amqp":
         result = _send_on_own_connection(app, options)
     else:
         result = app.send_task(names.PARENT_TASK, **options)
     with db_session() as db:
-        repository.get_session(db, photo_id=photo_id).task_id = result.id
+        repository.get_session(db, photo_id=photo_id, recount_model=recount_model).task_id = result.id
     return str(result.id)
 
 

@@ -5,14 +5,21 @@ Plain functions of plain values: the API and the command line both call them; no
 model or the database.
 
 The COCO document is the "instances" shape both importers read:
-- CVAT's COCO 1.0 importer (Datumaro's `coco_instances`, upload a .json or a zip holding
-  annotations/instances_default.json) requires every annotation's `id`, `image_id`, `category_id`
-  (from 1: 0 means "no label"), `iscrowd`, `bbox` [x, y, width, height] in pixels and a `segmentation`
-  field (an empty list means "a box"); a top-level `score` becomes the box's `score` attribute.
+- CVAT's COCO 1.0 importer is Datumaro's `coco_instances` (upload a .json or a zip holding
+  annotations/instances_default.json). Its page mapper refuses a file without all five top-level
+  sections `licenses`, `info`, `categories`, `images`, `annotations` ("Cannot find the licenses
+  section", cvat-ai/cvat#9406; datumaro rust/src/coco_page_mapper.rs). Its parser
+  (datumaro/plugins/data_formats/coco/base.py) requires each image's `id` (int) and `file_name`
+  (matched, without its extension, with the task's image names), each category's `id` (int) and
+  `name`, and each annotation's `id`, `image_id`, `category_id` (ints; 0 means "no label", so ids start
+  at 1), `iscrowd` (int), `segmentation` (list or RLE dict: an empty list means "a box") and `bbox`
+  [x, y, width, height] in pixels; a `score` becomes the shape's score attribute. `area` is not read.
 - Label Studio's COCO import (`label-studio-converter import coco -i FILE --out-type predictions`, from
-  label-studio-sdk) reads `images` (`id`, `file_name`, `width`, `height`), `categories` (`id`, `name`)
-  and each annotation's `bbox` and `category_id`, and makes polygons only of non-empty segmentations.
-  (The older standalone label-studio-converter fails on an empty segmentation list; use the SDK's.)
+  label-studio-sdk, label_studio_sdk/converter/imports/coco.py) reads `images` (`id`, `file_name`,
+  `width`, `height`: boxes become percentages of them), `categories` (`id`, `name`) and each
+  annotation's `image_id`, `category_id`, `bbox` and `score` (read unconditionally), and makes
+  polygons only of non-empty segmentations. The older standalone label-studio-converter fails on an
+  empty segmentation list (IndexError, HumanSignal/label-studio-converter#289; fixed in the SDK's, #238).
 Regions (trays, beds) are included as further categories when asked, with their outline as polygon.
 """
 
@@ -62,7 +69,7 @@ def coco_detections(*, image_id: int, file_name: str, width: int, height: int,
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float((x2 - x1) * (y2 - y1)), "iscrowd": 0,
                             "segmentation": [outline] if len(outline) >= 6 else [],
                             "score": round(region.confidence, 3)})
-    return {"info": {"description": "Demeter Pipeline detections"},
+    return {"info": {"description": "Demeter Pipeline detections", "version": "1.0"}, "licenses": [],
             "images": [{"id": image_id, "file_name": file_name, "width": width, "height": height}],
             "annotations": annotations, "categories": categories}
 

@@ -1,6 +1,6 @@
 """The second-style measurement's smoke run: every step a grower would run, on a few small photos.
 
-synth (perlite and default styles) -> train --quick -> models use -> eval --labels (both styles) ->
+synth (perlite and default styles) -> train --quick (with rehearsal) -> models use -> eval --labels (both styles) ->
 eval --labels --model shipped. The figures of the full run are in models/README.md.
 """
 
@@ -27,6 +27,9 @@ def test_second_style_smoke_run(tmp_path: Path) -> None:
     assert report["model"].startswith(f"{model.name}@")
     assert report["trained_on_perlite"]["model"] == report["model"]
     assert report["shipped_on_perlite"]["model"] != report["model"]
+    # Trained from the shipped detector: default-style photos rehearsed, the original style counted afterwards.
+    assert report["card"]["rehearsal"]["photos"] == 10 and report["card"]["rehearsal"]["slices"] > 0
+    assert report["card"]["evaluation"]["original_style_photos"]["photos"] == 1
     for key in ("trained_on_perlite", "trained_on_original", "shipped_on_perlite"):
         figures = report[key]["in_use"]
         assert figures["photos"] == 1 and figures["count_mape"] >= 0 and figures["recall"] is not None

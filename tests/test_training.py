@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.config import PROJECT_ROOT
+from app.config import PROJECT_ROOT, get_settings
 from app.ml.calibration import THRESHOLDS
 from app.ml.cards import card_path, read_card
 from app.ml.synthetic import write_dataset
@@ -60,6 +60,16 @@ def test_quick_training_writes_a_model_with_its_card(tmp_path: Path) -> None:
     # Points became boxes of the size the box labels have (both halves of the same plants).
     assert data["point_box_side"] == pytest.approx(document["detections"]["plant_side"]["p50"], rel=0.2)
     assert data["slices"]["train"] > 0 and data["epochs"] == 1
+    # The shipped base learned from synthetic photos: some of them are rehearsed, in the training split only.
+    rehearsal = data["rehearsal"]
+    assert rehearsal["photos"] == 10 and rehearsal["seeds"] == "1000-1009"
+    assert 0 < rehearsal["slices"] <= data["slices"]["train"]
+    sliced = get_settings().data_dir / "train-own" / model_dir.name / "data"
+    assert len(list((sliced / "train" / "images").glob("rehearsal_*.jpg"))) == rehearsal["slices"]
+    assert len(list((sliced / "train" / "labels").glob("rehearsal_*.txt"))) == rehearsal["slices"]
+    assert not list((sliced / "val").rglob("rehearsal_*"))
+    original = document["evaluation"]["original_style_photos"]
+    assert original["photos"] == 1 and original["threshold"] == card.confidence_threshold
     assert document["slicing"]["imgsz"] == 160
     held = document["evaluation"]["held_out_photos"]
     assert held["photos"] == 1 and held["count_mape"] >= 0

@@ -99,7 +99,8 @@ def coco_document(view: PhotoDetections, filename: str | None) -> dict[str, Any]
     is an extra field importers ignore or read as the prediction's score. `segmentation` is present
     and empty (boxes only): CVAT's importer (datumaro) requires the key and skips an empty one; Label
     Studio's (label_studio_sdk.converter) adds a polygon only for a non-empty one. `file_name` is the
-    uploaded name (else the photo's UUID), which the importing tool matches with its images.
+    uploaded name (else the photo's UUID), which the importing tool matches with its images. Every
+    field the two importers require, and where each is documented, is in app/review.py.
     """
     annotations: list[dict[str, Any]] = []
     for region in view.regions:

@@ -53,7 +53,8 @@ class PhotoFilters:
 def list_photos(db: Session, *, filters: PhotoFilters, limit: int,
                 cursor: str | None) -> list[tuple[Photo, ProcessingSession]]:
     """Up to `limit` photos with their sessions, newest first, after `cursor` (raises InvalidCursor)."""
-    query = select(Photo, ProcessingSession).join(ProcessingSession, ProcessingSession.photo_id == Photo.id)
+    counting = (ProcessingSession.photo_id == Photo.id) & (ProcessingSession.recount_model == "")
+    query = select(Photo, ProcessingSession).join(ProcessingSession, counting)
     if filters.tenant is not None:
         query = query.where(Photo.tenant == filters.tenant)
     if filters.status is not None:

@@ -1,9 +1,10 @@
 """Database tables: photos, their processing sessions, regions, detections and stock.
 
 Integer primary keys for joins, UUIDs for anything shown outside the database.
-Idempotency lives in unique constraints, not only in code: one session per photo,
-one region per (session, index), one stock batch per region and one stock movement
-per batch, so a redelivered task can never write a second movement.
+Idempotency lives in unique constraints, not only in code: one counting session per photo
+(and one recount session per photo and model), one region per (session, index), one stock
+batch per region and one stock movement per batch and recount model (the count's own, where
+that model is ''), so a redelivered task or a repeated recount can never write a second movement.
 """
 
 from __future__ import annotations
@@ -83,15 +84,24 @@ class Photo(Base):
     content_sha256: Mapped[str | None] = mapped_column(String(64))
     duplicate_of: Mapped[UuidValue | None] = mapped_column(Uuid)  # flagged re-upload of that photo
 
-    session: Mapped[ProcessingSession] = relationship(back_populates="photo", uselist=False)
+    # The photo's counting session (a recount's sessions are found by `recount_model`, app/db/repository.py).
+    session: Mapped[ProcessingSession] = relationship(
+        primaryjoin="and_(Photo.id == ProcessingSession.photo_id, ProcessingSession.recount_model == '')",
+        uselist=False, viewonly=True)
 
 
 class ProcessingSession(Base):
+    """One run of a photo through the pipeline: its counting session (`recount_model` ''), or a recount
+    of it with the trained model of that name (`demeter recount`)."""
+
     __tablename__ = "processing_sessions"
+    __table_args__ = (UniqueConstraint("photo_id", "recount_model", name="uq_session_photo_model"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4, unique=True)
-    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), unique=True)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"))
+    # '' for the photo's count; the model's name (TRAINED_MODELS_DIR/<name>, or `shipped`) for a recount.
+    recount_model: Mapped[str] = mapped_column(String(128), default="", server_default="")
     status: Mapped[str] = mapped_column(String(16), default=SessionStatus.PENDING, index=True)
     task_id: Mapped[str | None] = mapped_column(String(64))
     correlation_id: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -114,7 +124,7 @@ class ProcessingSession(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    photo: Mapped[Photo] = relationship(back_populates="session")
+    photo: Mapped[Photo] = relationship()
     regions: Mapped[list[Region]] = relationship(back_populates="session", order_by="Region.region_index")
 
 
@@ -174,15 +184,18 @@ class StockBatch(Base):
 
 
 class StockMovement(Base):
-    """The stock change a count records. `idempotency_key` makes a second write impossible."""
+    """The stock change a count records (`count`), or a recount's difference to it (`recount`, on the
+    counted region's batch). `idempotency_key` and (batch, recount model) make a second write impossible."""
 
     __tablename__ = "stock_movements"
+    __table_args__ = (UniqueConstraint("batch_id", "recount_model", name="uq_movement_batch_model"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uuid: Mapped[uuid.UUID] = mapped_column(Uuid, default=uuid.uuid4, unique=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey("stock_batches.id", ondelete="CASCADE"), unique=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("stock_batches.id", ondelete="CASCADE"))
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
     movement_type: Mapped[str] = mapped_column(String(32), default="count")
+    recount_model: Mapped[str] = mapped_column(String(128), default="", server_default="")  # '' for a count
     quantity: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

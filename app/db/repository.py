@@ -100,18 +100,20 @@ def resolve_photo(db: Session, *, given: str) -> int:
     return photo_id_for(db, photo_uuid=given)
 
 
-def get_session(db: Session, *, photo_id: int, lock: bool = False) -> ProcessingSession:
-    query = select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)
+def get_session(db: Session, *, photo_id: int, lock: bool = False, recount_model: str = "") -> ProcessingSession:
+    """The photo's counting session, or with `recount_model` its recount by that model. Raises UnknownPhoto."""
+    query = select(ProcessingSession).where(ProcessingSession.photo_id == photo_id,
+                                            ProcessingSession.recount_model == recount_model)
     if lock:
         query = query.with_for_update()
     session = db.scalars(query).one_or_none()
     if session is None:
-        raise UnknownPhoto(f"no photo with id {photo_id}")
+        raise UnknownPhoto(f"no photo with id {photo_id}" + (f" recounted by {recount_model}" if recount_model else ""))
     return session
 
 
-def mark_processing(db: Session, *, photo_id: int, task_id: str | None) -> ProcessingSession:
-    session = get_session(db, photo_id=photo_id, lock=True)
+def mark_processing(db: Session, *, photo_id: int, task_id: str | None, recount_model: str = "") -> ProcessingSession:
+    session = get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
     if not SessionStatus(session.status).is_final:
         session.status = SessionStatus.PROCESSING
         session.started_at = session.started_at or utcnow()
@@ -120,12 +122,13 @@ def mark_processing(db: Session, *, photo_id: int, task_id: str | None) -> Proce
 
 
 def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal],
-                 region_mode: str = "segment", session: ProcessingSession | None = None) -> list[Region]:
+                 region_mode: str = "segment", recount_model: str = "",
+                 session: ProcessingSession | None = None) -> list[Region]:
     """Store the regions once (and how they were found); a redelivered parent finds and reuses the same rows.
 
-    `session`: the photo's session row when this transaction has locked it already (`mark_processing`).
+    `session`: the session row when this transaction has locked it already (`mark_processing`).
     """
-    session = session or get_session(db, photo_id=photo_id, lock=True)
+    session = session or get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
     session.region_mode = region_mode
     existing = list(db.scalars(select(Region).where(Region.session_id == session.id).order_by(Region.region_index)))
     if existing:
@@ -150,13 +153,59 @@ def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal],
     return regions
 
 
+def copy_regions(db: Session, *, photo_id: int, recount_model: str) -> list[Region]:
+    """The counting session's regions, copied once into the recount session, so a recount counts the very
+    regions whose stock it corrects (same index, box and outline). A redelivered parent reuses the copies."""
+    counted = get_session(db, photo_id=photo_id)
+    proposals = [RegionProposal(r.class_name, r.confidence, r.bbox, r.polygon) for r in counted.regions]
+    return save_regions(db, photo_id=photo_id, proposals=proposals, region_mode=counted.region_mode or "segment",
+                        recount_model=recount_model)
+
+
+def create_recount(db: Session, *, photo_id: int, recount_model: str,
+                   correlation_id: str | None = None) -> tuple[ProcessingSession, bool]:
+    """The photo's recount session for `recount_model` and whether it must (still) run.
+
+    A new one is created pending; a failed one is made pending again when it wrote no movement; a finished
+    one is left as it is (its difference is written: False). Raises UnknownPhoto, and ValueError when the
+    photo's own count has not finished or failed (there is no stock to correct). Two concurrent callers
+    meet the (photo_id, recount_model) unique constraint at commit.
+    """
+    counted = get_session(db, photo_id=photo_id)
+    if counted.status not in (SessionStatus.COMPLETED, SessionStatus.WARNING):
+        raise ValueError(f"photo {photo_id} is {counted.status}: only a counted photo can be recounted")
+    existing = db.scalars(select(ProcessingSession).where(
+        ProcessingSession.photo_id == photo_id, ProcessingSession.recount_model == recount_model)
+        .with_for_update()).one_or_none()
+    if existing is None:
+        session = ProcessingSession(photo_id=photo_id, recount_model=recount_model, correlation_id=correlation_id,
+                                    status=SessionStatus.PENDING)
+        db.add(session)
+        db.flush()
+        return session, True
+    if existing.status == SessionStatus.FAILED and not _recount_written(db, existing):
+        existing.status, existing.error, existing.finished_at = SessionStatus.PENDING, None, None
+        return existing, True
+    return existing, not SessionStatus(existing.status).is_final
+
+
+def _recount_written(db: Session, session: ProcessingSession) -> bool:
+    """Whether this recount wrote its movements (on the batches of the photo's counting session)."""
+    return bool(db.scalar(
+        select(func.count()).select_from(StockMovement)
+        .join(StockBatch, StockBatch.id == StockMovement.batch_id)
+        .join(ProcessingSession, ProcessingSession.id == StockBatch.session_id)
+        .where(ProcessingSession.photo_id == session.photo_id, StockMovement.recount_model == session.recount_model)))
+
+
 def _on_postgresql(db: Session) -> bool:
     """The embedded default runs on SQLite; a few writes use what only PostgreSQL has."""
     return db.get_bind().dialect.name == "postgresql"
 
 
 def record_region_progress(db: Session, *, photo_id: int, region_index: int, count: int | None,
-                           mean_confidence: float | None, error: str | None = None) -> tuple[int, int] | None:
+                           mean_confidence: float | None, error: str | None = None,
+                           recount_model: str = "") -> tuple[int, int] | None:
     """Note one region as done (idempotent); return how many regions are done, and of how many, or None
     when the session has ended already (or there is no such photo): nothing is written then.
 
@@ -168,10 +217,9 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
         db.execute(text("SET LOCAL synchronous_commit TO OFF"))
     # Two statements, no reads first. Only while the session runs: once it is final, its rows are
     # aggregation's (exact), and a progress write that arrives late must not touch them.
-    session_id = (select(ProcessingSession.id)
-                  .where(ProcessingSession.photo_id == photo_id,
-                         ProcessingSession.status.not_in(FINAL_STATUSES))
-                  .scalar_subquery())
+    this_session = ((ProcessingSession.photo_id == photo_id) & (ProcessingSession.recount_model == recount_model)
+                    & ProcessingSession.status.not_in(FINAL_STATUSES))
+    session_id = select(ProcessingSession.id).where(this_session).scalar_subquery()
     db.execute(
         update(Region)
         .where(Region.session_id == session_id, Region.region_index == region_index)
@@ -187,7 +235,7 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
     )
     row = db.execute(
         update(ProcessingSession)
-        .where(ProcessingSession.photo_id == photo_id, ProcessingSession.status.not_in(FINAL_STATUSES))
+        .where(this_session)
         .values(regions_done=done)
         .returning(ProcessingSession.regions_done, ProcessingSession.regions_total)
         .execution_options(synchronize_session=False)
@@ -201,17 +249,23 @@ def movement_key(photo_id: int, region_index: int) -> str:
     return f"photo:{photo_id}:region:{region_index}"
 
 
+def recount_movement_key(photo_id: int, region_index: int, recount_model: str) -> str:
+    return f"recount:{recount_model}:photo:{photo_id}:region:{region_index}"
+
+
 def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]],
                  doubts: list[dict[str, Any]] | None = None,
-                 model_cards: dict[str, str] | None = None) -> ProcessingSession:
+                 model_cards: dict[str, str] | None = None, recount_model: str = "") -> ProcessingSession:
     """Write detections, one stock batch and one stock movement per counted region, and the status.
 
     `doubts` are the plausibility reasons ({"check", "message", ...}); any makes the session `warning`,
     its counts still written. `model_cards` records which cards produced the counts.
+    A recount (`recount_model`) writes, instead of a batch and a `count` movement, one `recount` movement
+    per region on the counted region's batch: the new count minus that batch's movements so far.
     Call inside one transaction. A session that is already final is returned as it is,
     and the unique constraints stop a concurrent second writer at commit.
     """
-    session = get_session(db, photo_id=photo_id, lock=True)
+    session = get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
     if SessionStatus(session.status).is_final:
         return session
     regions = {r.region_index: r for r in db.scalars(select(Region).where(Region.session_id == session.id))}
@@ -225,7 +279,11 @@ def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]],
             region.error = str(result.get("error"))
             failures.append({"region_index": region.region_index, "error": region.error})
             continue
-        total += _write_region(db, session=session, region=region, result=result, photo_id=photo_id)
+        if recount_model:
+            total += _write_recount_region(db, region=region, result=result, photo_id=photo_id,
+                                           recount_model=recount_model, failures=failures)
+        else:
+            total += _write_region(db, session=session, region=region, result=result, photo_id=photo_id)
     session.total_count = total
     session.regions_done = len(results)
     session.warnings = failures
@@ -240,8 +298,8 @@ def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]],
     return session
 
 
-def _write_region(db: Session, *, session: ProcessingSession, region: Region, result: dict[str, Any],
-                  photo_id: int) -> int:
+def _store_region_count(db: Session, *, region: Region, result: dict[str, Any]) -> int:
+    """The region's count and plants (replacing any stored before); returns the count."""
     detections = detection_rows(result.get("detections"))
     count = int(result["count"])
     region.plant_count = count
@@ -249,11 +307,42 @@ def _write_region(db: Session, *, session: ProcessingSession, region: Region, re
     db.execute(delete(Detection).where(Detection.region_id == region.id))
     if detections:
         _insert_detections(db, region.id, detections)
+    return count
+
+
+def _write_region(db: Session, *, session: ProcessingSession, region: Region, result: dict[str, Any],
+                  photo_id: int) -> int:
+    count = _store_region_count(db, region=region, result=result)
     batch = StockBatch(session_id=session.id, region_id=region.id, container_type=region.class_name, quantity=count)
     db.add(batch)
     db.flush()
     db.add(StockMovement(batch_id=batch.id, idempotency_key=movement_key(photo_id, region.region_index),
                          movement_type="count", quantity=count))
+    return count
+
+
+def _write_recount_region(db: Session, *, region: Region, result: dict[str, Any], photo_id: int,
+                          recount_model: str, failures: list[dict[str, Any]]) -> int:
+    """Store a recounted region and its `recount` movement: the difference from the quantity its counted
+    batch holds now (the count and the movements of earlier recounts). The batch row is locked, so two
+    recounts of the same region by different models take their differences one after the other.
+    A region whose count wrote no batch (it had failed) gets no movement: noted in `failures`."""
+    count = _store_region_count(db, region=region, result=result)
+    batch = db.scalars(
+        select(StockBatch).join(Region, Region.id == StockBatch.region_id)
+        .join(ProcessingSession, ProcessingSession.id == Region.session_id)
+        .where(ProcessingSession.photo_id == photo_id, ProcessingSession.recount_model == "",
+               Region.region_index == region.region_index)
+        .with_for_update(of=StockBatch)
+    ).one_or_none()
+    if batch is None:
+        failures.append({"region_index": region.region_index, "error": "the count wrote no stock for this region"})
+        return count
+    held = int(db.scalar(select(func.coalesce(func.sum(StockMovement.quantity), 0))
+                         .where(StockMovement.batch_id == batch.id)) or 0)
+    db.add(StockMovement(batch_id=batch.id, movement_type="recount", quantity=count - held,
+                         recount_model=recount_model,
+                         idempotency_key=recount_movement_key(photo_id, region.region_index, recount_model)))
     return count
 
 
@@ -276,18 +365,28 @@ def _insert_detections(db: Session, region_id: int, detections: list[tuple[float
         cursor.close()
 
 
-def add_late_region(db: Session, *, photo_id: int, result: dict[str, Any]) -> ProcessingSession:
-    """Write one region's count after its session ended (a replayed child). Idempotent."""
-    session = get_session(db, photo_id=photo_id, lock=True)
+def add_late_region(db: Session, *, photo_id: int, result: dict[str, Any],
+                    recount_model: str = "") -> ProcessingSession:
+    """Write one region's count (or recount) after its session ended (a replayed child). Idempotent."""
+    session = get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
     index = int(result["region_index"])
     region = db.scalars(select(Region).where(Region.session_id == session.id, Region.region_index == index)).one()
-    has_batch = db.scalar(select(func.count()).select_from(StockBatch).where(StockBatch.region_id == region.id))
-    if has_batch or result.get("failed"):
+    if recount_model:
+        written = db.scalar(select(func.count()).select_from(StockMovement).where(
+            StockMovement.idempotency_key == recount_movement_key(photo_id, index, recount_model)))
+    else:
+        written = db.scalar(select(func.count()).select_from(StockBatch).where(StockBatch.region_id == region.id))
+    if written or result.get("failed"):
         return session
     region.error = None
-    count = _write_region(db, session=session, region=region, result=result, photo_id=photo_id)
+    failures: list[dict[str, Any]] = []
+    if recount_model:
+        count = _write_recount_region(db, region=region, result=result, photo_id=photo_id,
+                                      recount_model=recount_model, failures=failures)
+    else:
+        count = _write_region(db, session=session, region=region, result=result, photo_id=photo_id)
     session.total_count = (session.total_count or 0) + count
-    session.warnings = [w for w in session.warnings or [] if int(w["region_index"]) != index]
+    session.warnings = [w for w in session.warnings or [] if int(w["region_index"]) != index] + failures
     # The doubts were judged on the other regions' plants; a late region does not lift them.
     session.status = SessionStatus.WARNING if session.warnings or session.doubts else SessionStatus.COMPLETED
     session.error = None
@@ -307,16 +406,19 @@ def reopen_session(db: Session, *, photo_id: int, status: SessionStatus) -> bool
     return True
 
 
-def reopen_for_late_results(db: Session, *, photo_id: int, task_id: str | None) -> str | None:
+def reopen_for_late_results(db: Session, *, photo_id: int, task_id: str | None,
+                            recount_model: str = "") -> str | None:
     """Reopen a session that failed without writing stock, because its results have arrived after all
     (it was failed as stale, or its work was given up on, while a worker still had it). Its dead letters
     are marked done, so nobody replays them. Returns the error the session had, or None when there
     was nothing to reopen.
     """
-    session = get_session(db, photo_id=photo_id, lock=True)
+    session = get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
     if session.status != SessionStatus.FAILED:
         return None
     if db.scalar(select(func.count()).select_from(StockBatch).where(StockBatch.session_id == session.id)):
+        return None
+    if recount_model and _recount_written(db, session):
         return None
     previous = session.error or ""
     session.status, session.error, session.finished_at = SessionStatus.PROCESSING, None, None
@@ -343,9 +445,10 @@ def note_requeue(db: Session, *, photo_id: int, older_than: datetime,
     return "requeue"
 
 
-def fail_session(db: Session, *, photo_id: int, reason: str) -> bool:
+def fail_session(db: Session, *, photo_id: int, reason: str, recount_model: str = "") -> bool:
     """Mark a session failed, unless it already ended; True when this call ended it."""
-    session = db.scalars(select(ProcessingSession).where(ProcessingSession.photo_id == photo_id)).one_or_none()
+    session = db.scalars(select(ProcessingSession).where(
+        ProcessingSession.photo_id == photo_id, ProcessingSession.recount_model == recount_model)).one_or_none()
     if session is None or SessionStatus(session.status).is_final:
         return False
     session.status = SessionStatus.FAILED
@@ -355,9 +458,11 @@ def fail_session(db: Session, *, photo_id: int, reason: str) -> bool:
 
 
 def stale_sessions(db: Session, *, older_than: datetime) -> list[ProcessingSession]:
+    # Counting sessions only: a recount that stalls is sent again by running `demeter recount` again.
     query = select(ProcessingSession).where(
         ProcessingSession.status.in_([SessionStatus.PENDING, SessionStatus.PROCESSING]),
         ProcessingSession.updated_at < older_than,
+        ProcessingSession.recount_model == "",
     )
     return list(db.scalars(query))
 
@@ -376,8 +481,9 @@ def regions_and_boxes(db: Session, *, session_id: int) -> tuple[list[Region], li
 
 
 def sessions_of(db: Session, *, photo_ids: list[int]) -> dict[int, ProcessingSession]:
-    """The sessions of these photos, by photo id."""
-    sessions = db.scalars(select(ProcessingSession).where(ProcessingSession.photo_id.in_(photo_ids)))
+    """The counting sessions of these photos, by photo id."""
+    sessions = db.scalars(select(ProcessingSession).where(ProcessingSession.photo_id.in_(photo_ids),
+                                                          ProcessingSession.recount_model == ""))
     return {session.photo_id: session for session in sessions}
 
 
@@ -385,7 +491,8 @@ def count_unrendered(db: Session, *, photo_ids: list[int]) -> int:
     """How many of these photos (not failed) have no annotated image yet."""
     return int(db.scalar(
         select(func.count()).select_from(ProcessingSession).where(
-            ProcessingSession.photo_id.in_(photo_ids), ProcessingSession.annotated_key.is_(None),
+            ProcessingSession.photo_id.in_(photo_ids), ProcessingSession.recount_model == "",
+            ProcessingSession.annotated_key.is_(None),
             ProcessingSession.status != SessionStatus.FAILED)
     ) or 0)
 

@@ -51,7 +51,10 @@ def _send(celery: Celery, letter: DeadLetter, task_id: str) -> None:
     if letter.task_name == names.CHILD_TASK and letter.photo_id is not None:
         # A replayed region is added to its session by a small callback of its own.
         child = celery.signature(names.CHILD_TASK, args=letter.args, kwargs=letter.kwargs, options=options)
-        callback = celery.signature(names.AGGREGATE_REGION_TASK, args=[letter.photo_id], options={"headers": headers})
+        model = (letter.kwargs or {}).get("recount_model")
+        recount = {"recount_model": model} if model else {}
+        callback = celery.signature(names.AGGREGATE_REGION_TASK, args=[letter.photo_id], kwargs=recount,
+                                    options={"headers": headers})
         chain(child, callback).apply_async()
         return
     celery.send_task(letter.task_name, args=letter.args, kwargs=letter.kwargs, **options)

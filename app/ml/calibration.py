@@ -97,11 +97,26 @@ def score(results: list[PhotoCounts], index: int, thresholds: tuple[float, ...])
 
 
 def choose_threshold(results: list[PhotoCounts], thresholds: tuple[float, ...] = THRESHOLDS) -> Scores:
-    """The threshold with the lowest count MAPE (on a tie, the higher threshold: fewer false plants)."""
+    """The threshold with the lowest count MAPE.
+
+    On a tie, the middle of the longest run of neighbouring thresholds that share it (the upper middle
+    of an even run): a few held-out photos, each counted right over a wide range, would otherwise put
+    the threshold at the range's edge, where the next photo's weaker plants are already lost.
+    """
     if not results:
         raise ValueError("no photos to calibrate on")
     candidates = [score(results, i, thresholds) for i in range(len(thresholds))]
-    return min(candidates, key=lambda s: (round(s.count_mape, 6), -s.threshold))
+    best = min(round(c.count_mape, 6) for c in candidates)
+    runs: list[list[int]] = []
+    for index, candidate in enumerate(candidates):
+        if round(candidate.count_mape, 6) != best:
+            continue
+        if runs and runs[-1][-1] == index - 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    longest = max(runs, key=len)  # the first of equally long runs
+    return candidates[longest[len(longest) // 2]]
 
 
 CountAt = Callable[[np.ndarray, list[float]], list[np.ndarray]]

@@ -139,10 +139,12 @@ class PhotoAnalysis:
         return sum(region.count for region in self.regions)
 
 
-def analyse_photo(image_rgb: np.ndarray, registry: ModelRegistry) -> PhotoAnalysis:
-    """Segment, then count every region: the whole pipeline in this process."""
+def analyse_photo(image_rgb: np.ndarray, registry: ModelRegistry, mode: str = "segment") -> PhotoAnalysis:
+    """Find the regions (`choose_regions`: "segment" or "whole"), then count every one: the whole pipeline
+    in this process."""
     counted = []
-    for region in find_regions(image_rgb, registry):
+    regions, _ = choose_regions(image_rgb, registry, mode)
+    for region in regions:
         detections = count_region(image_rgb, region.bbox, registry)
         counted.append(RegionCount(region, detections, plant_like_count(image_rgb, detections.boxes)))
     return PhotoAnalysis(counted)

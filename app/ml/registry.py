@@ -223,6 +223,8 @@ class ModelRegistry:
 
 
 _registry: ModelRegistry | None = None
+_recount_registries: dict[str, ModelRegistry] = {}
+_recount_lock = threading.Lock()
 
 
 def get_registry() -> ModelRegistry:
@@ -237,3 +239,20 @@ def get_registry() -> ModelRegistry:
 
         _registry = ModelRegistry(resolve_detection(get_settings()))
     return _registry
+
+
+def registry_for(recount_model: str) -> ModelRegistry:
+    """The registry of this process's detector for '' (a photo's count), else of the model named
+    `recount_model` (a recount, `demeter recount`): a second registry per name, built at its first recount
+    and kept, so its detector is loaded once per worker process beside the one in use.
+
+    Raises UnknownModel (app.ml.catalog) when no such model exists on this worker.
+    """
+    if not recount_model:
+        return get_registry()
+    with _recount_lock:
+        if recount_model not in _recount_registries:
+            from app.ml.catalog import resolve_detection
+
+            _recount_registries[recount_model] = ModelRegistry(resolve_detection(get_settings(), recount_model))
+        return _recount_registries[recount_model]

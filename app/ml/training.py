@@ -8,10 +8,15 @@
    `letterboxed_tiles`: same slice size at the photo's resolution, same overlap, same resize and grey
    padding to the network input), so the model learns plants at the scale it will count them. A plant
    is labelled in a slice when its box centre lies inside it; its box is clipped to the slice.
-4. Train with ultralytics' trainer, starting from the current weights (no training loop here).
-5. Count the held-out photos through the pipeline's own functions at every confidence threshold and
-   keep the one with the lowest count error (`app.ml.calibration`).
-6. Write a new model directory `<out>/<name>-<UTC timestamp>/`: `plant_det.pt`, its model card
+4. Rehearsal: a base model trained on synthetic photos forgets them when fine-tuned on one new bench
+   style (models/README.md, "A second style"), so default-style synthetic photos from its own training
+   seeds are cut the same way and a sample of their slices, about as many as the grower's, joins the
+   training split (never the held-out photos, which stay the grower's own).
+5. Train with ultralytics' trainer, starting from the current weights (no training loop here).
+6. Count the held-out photos through the pipeline's own functions at every confidence threshold and
+   keep the one with the lowest count error (`app.ml.calibration`). For a synthetic-trained base, also
+   count a few held-out default-style photos at that threshold: what the model still knows of the original.
+7. Write a new model directory `<out>/<name>-<UTC timestamp>/`: `plant_det.pt`, its model card
    `plant_det.card.json` (the format of `app.ml.cards`), and the OpenVINO export the CPU workers run.
 """
 
@@ -21,7 +26,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,24 +34,31 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
-from app.ml.calibration import THRESHOLDS, PhotoCounts, Scores, choose_threshold, count_photo
-from app.ml.cards import Spread, card_path, read_card, weights_digest, write_card
+from app.ml.calibration import THRESHOLDS, PhotoCounts, Scores, choose_threshold, count_photo, score
+from app.ml.cards import ModelCard, Spread, card_path, read_card, weights_digest, write_card
 from app.ml.images import decode_rgb
 from app.ml.labels import (
     REFERENCE_LONG_SIDE,
     LabelledPhoto,
     LabelSet,
     data_digest,
+    read_coco,
     read_labels,
     select_classes,
     with_point_boxes,
 )
 from app.ml.offline import configure_offline
 from app.ml.sliced import Letterbox, SliceParams, letterboxed_tiles, region_windows
+from app.ml.synthetic import write_dataset
 
 WEIGHTS_NAME = "plant_det.pt"
 STRIDE = 32  # YOLO11's largest stride: inputs are padded to multiples of it, as at inference
+ULTRALYTICS_NOMINAL_BATCH = 64  # ultralytics' default `nbs`
 FALLBACK_PLANT_SIDE = 23.0  # px at the reference side: the shipped detector's median plant (its card, p50)
+# The shipped detector's training photos are seeds 1000-1799, its held-out ones >= 9000 (models/README.md).
+REHEARSAL_SEEDS = range(1000, 1800)
+DEFAULT_REHEARSAL = 10  # photos: ~45 slices with plants each, sampled down to as many as the grower's
+ORIGINAL_CHECK_SEED = 9900  # first held-out seed of the original-style check (not one the evaluations use)
 
 Progress = Callable[[str], None]
 
@@ -72,6 +84,8 @@ class TrainPlan:
     classes: list[str] | None = None  # train only these labelled classes (default: all)
     whole_photo: bool = False  # calibrate on the whole photo as one region instead of segmented containers
     empty_slices: float = 0.25  # share of the slices without a labelled plant that are kept (bench, walls)
+    rehearsal: int | None = None  # default-style photos mixed in; None: DEFAULT_REHEARSAL for a synthetic base
+    original_check: int = 3  # held-out default-style photos counted after training (synthetic base only)
     export: bool = True
     workers: int = 2
     threads: int = 0  # torch threads while training; 0 = all cores
@@ -162,6 +176,44 @@ def write_slices(photos: list[LabelledPhoto], split: Path, params: SliceParams, 
         written += kept
         progress(f"sliced {split.name} photo {number}/{len(photos)} {photo.name}: {kept} of {len(windows)} slices")
     return written
+
+
+def trained_on_synthetic(base: ModelCard) -> bool:
+    """Whether a model's card says it learned from `app.ml.synthetic` photos (the shipped detector does)."""
+    source = base.document.get("training_data", {}).get("source", "")
+    return isinstance(source, str) and source.startswith("app.ml.synthetic")
+
+
+def rehearsal_photos(plan: TrainPlan, base: ModelCard) -> int:
+    """How many default-style photos to rehearse: the plan's number, else DEFAULT_REHEARSAL for a synthetic base.
+
+    Raises ValueError beyond the base model's training seeds (REHEARSAL_SEEDS).
+    """
+    photos = plan.rehearsal if plan.rehearsal is not None else DEFAULT_REHEARSAL if trained_on_synthetic(base) else 0
+    if not 0 <= photos <= len(REHEARSAL_SEEDS):
+        raise ValueError(f"rehearsal takes 0-{len(REHEARSAL_SEEDS)} photos, got {photos}")
+    return photos
+
+
+def default_style_photos(out: Path, first_seed: int, n: int, plant_class: int) -> list[LabelledPhoto]:
+    """Render n default-style synthetic photos (seeds first_seed.., 2048x1536) into `out`, plants as `plant_class`."""
+    labels = select_classes(read_coco(write_dataset(out, n, first_seed)), ["plant"])
+    return [replace(p, classes=np.full(len(p.classes), plant_class, np.int64)) for p in labels.photos]
+
+
+def add_rehearsal(split: Path, photos: list[LabelledPhoto], params: SliceParams, limit: int, progress: Progress,
+                  empty_share: float = 1.0, seed: int = 0) -> int:
+    """Cut `photos` as `write_slices` cuts the grower's, then move a seeded sample of at most `limit` of the
+    slices into `split` (names prefixed `rehearsal_`); returns how many were moved."""
+    staging = split.parent / "rehearsal"
+    write_slices(photos, staging, params, progress, empty_share, seed)
+    stems = sorted(path.stem for path in (staging / "images").glob("*.jpg"))
+    chosen = np.random.default_rng(seed).choice(len(stems), min(limit, len(stems)), replace=False)
+    for stem in (stems[i] for i in sorted(chosen)):
+        (staging / "images" / f"{stem}.jpg").rename(split / "images" / f"rehearsal_{stem}.jpg")
+        (staging / "labels" / f"{stem}.txt").rename(split / "labels" / f"rehearsal_{stem}.txt")
+    shutil.rmtree(staging)
+    return len(chosen)
 
 
 def point_box_side(labels: LabelSet, requested: float | None, base_weights: Path) -> float:
@@ -271,6 +323,13 @@ def _progress_callbacks(model: Any, epochs: int, threads: int, progress: Progres
     model.add_callback("on_fit_epoch_end", epoch_end)
 
 
+def nominal_batch(slices: int, batch: int) -> int:
+    """Ultralytics' `nbs`: it steps the optimizer once per nbs / batch batches (64 by default), counted
+    across epochs. A few labelled photos make one or two batches an epoch, so the default would step
+    once every several epochs; never accumulate more than one epoch's slices."""
+    return max(batch, min(ULTRALYTICS_NOMINAL_BATCH, -(-slices // batch) * batch))
+
+
 def run_trainer(plan: TrainPlan, data_yaml: Path, run_dir: Path, progress: Progress) -> tuple[Path, dict[str, float]]:
     """Ultralytics' trainer, from the base weights; returns best.pt and its validation metrics."""
     import os
@@ -279,11 +338,13 @@ def run_trainer(plan: TrainPlan, data_yaml: Path, run_dir: Path, progress: Progr
     from ultralytics import YOLO
 
     threads = plan.threads or os.cpu_count() or 1
+    slices = sum(1 for _ in (data_yaml.parent / "train" / "images").iterdir())
     model = YOLO(str(plan.base_weights), task="detect")
     _progress_callbacks(model, plan.epochs, threads, progress)
     # Slices are already at the inference scale and letterboxed as inference does: no mosaic, little
-    # scale jitter; a short warm-up, since the weights are trained already.
+    # scale jitter; a short warm-up, since the weights are trained already. nbs: see nominal_batch.
     model.train(data=str(data_yaml), epochs=plan.epochs, imgsz=plan.slicing.imgsz, batch=plan.batch,
+                nbs=nominal_batch(slices, plan.batch),
                 device=plan.device, workers=plan.workers, project=str(run_dir.parent.resolve()), name=run_dir.name,
                 exist_ok=True, pretrained=True, optimizer="AdamW", lr0=plan.lr0, warmup_epochs=0.5, mosaic=0.0,
                 close_mosaic=0, scale=0.15, translate=0.05, degrees=0.0, flipud=0.5, fliplr=0.5, amp=False,
@@ -297,9 +358,9 @@ def run_trainer(plan: TrainPlan, data_yaml: Path, run_dir: Path, progress: Progr
     return best, metrics
 
 
-def calibrate(weights: Path, photos: list[LabelledPhoto], settings: Settings, plan: TrainPlan,
-              counted: tuple[int, ...], progress: Progress) -> tuple[Scores, list[PhotoCounts]]:
-    """Count the held-out photos with the new weights at every threshold; the best threshold and the counts."""
+def count_photos(weights: Path, photos: list[LabelledPhoto], settings: Settings, plan: TrainPlan,
+                 counted: tuple[int, ...], progress: Progress, what: str = "held-out") -> list[PhotoCounts]:
+    """Count labelled photos through the pipeline with the new weights, at every threshold of THRESHOLDS."""
     from app.ml.pipeline import pipeline_counter
     from app.ml.registry import ModelRegistry
 
@@ -312,8 +373,8 @@ def calibrate(weights: Path, photos: list[LabelledPhoto], settings: Settings, pl
     for number, photo in enumerate(photos, 1):
         image = decode_rgb(photo.image.read_bytes())
         results.append(count_photo(photo.name, image, count_at, THRESHOLDS, labels=photo, counted_classes=counted))
-        progress(f"counted held-out photo {number}/{len(photos)} {photo.name}")
-    return choose_threshold(results), results
+        progress(f"counted {what} photo {number}/{len(photos)} {photo.name}")
+    return results
 
 
 def _export(weights: Path, imgsz: int, progress: Progress) -> str | None:
@@ -345,6 +406,9 @@ def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progre
              f"{len(train_photos)} to train on, {len(held_out)} held out; {labels.labels} labels, "
              f"{labels.point_labels} of them points (boxes of {side:.1f} px at a {REFERENCE_LONG_SIDE} px side)")
 
+    base = read_card(card_path(plan.base_weights), plan.base_weights, "detect")
+    rehearsal = rehearsal_photos(plan, base)
+
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     model_name = f"{plan.name}-{stamp}"
     work = plan.work / model_name
@@ -352,17 +416,41 @@ def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progre
                                     plan.empty_slices, plan.seed),
               "val": write_slices(held_out, work / "data" / "val", plan.slicing, progress, plan.empty_slices,
                                   plan.seed)}
+    rehearsed: dict[str, Any] = {"photos": rehearsal, "slices": 0}
+    if rehearsal:
+        seeds = REHEARSAL_SEEDS[:rehearsal]
+        photos = default_style_photos(work / "rehearsal", seeds[0], rehearsal, counted[0])
+        rehearsed["slices"] = add_rehearsal(work / "data" / "train", photos, plan.slicing, slices["train"],
+                                            progress, plan.empty_slices, plan.seed)
+        rehearsed.update(seeds=f"{seeds[0]}-{seeds[-1]}", source="app.ml.synthetic.render_photo(seed), default "
+                         "style, 2048x1536; its slices join the training split only")
     best, val_metrics = run_trainer(plan, _data_yaml(work / "data", labels.classes), work / "run", progress)
 
     model_dir = plan.out / model_name
     model_dir.mkdir(parents=True, exist_ok=False)
     weights = model_dir / WEIGHTS_NAME
     shutil.copyfile(best, weights)
-    chosen, counts = calibrate(weights, held_out, settings, plan, counted, progress)
+    counts = count_photos(weights, held_out, settings, plan, counted, progress)
+    chosen = choose_threshold(counts)
     progress(f"threshold {chosen.threshold}: held-out count MAPE {chosen.count_mape:.1%}, worst photo "
              f"{chosen.worst_photo} {chosen.worst_error:.1%}")
+    evaluation: dict[str, Any] = {
+        "val_slices": val_metrics,
+        "held_out_photos": {**chosen.as_dict(),
+                            "regions": "whole photo" if plan.whole_photo else "container segmentation",
+                            "per_photo": [{"photo": c.name, "true": c.true_count,
+                                           "counted": c.counted[THRESHOLDS.index(chosen.threshold)]}
+                                          for c in counts]},
+    }
+    if trained_on_synthetic(base) and plan.original_check:
+        originals = default_style_photos(work / "original", ORIGINAL_CHECK_SEED, plan.original_check, counted[0])
+        original = score(count_photos(weights, originals, settings, plan, counted, progress, "original-style"),
+                         THRESHOLDS.index(chosen.threshold), THRESHOLDS)
+        progress(f"original style at {chosen.threshold}: count MAPE {original.count_mape:.1%}")
+        evaluation["original_style_photos"] = {
+            **original.as_dict(), "what": "default-style synthetic photos the base model learned from, held out",
+            "seeds": f"{ORIGINAL_CHECK_SEED}-{ORIGINAL_CHECK_SEED + plan.original_check - 1}"}
     digest = weights_digest(weights)
-    base = read_card(card_path(plan.base_weights), plan.base_weights, "detect")
     card = {
         "id": f"{model_name}@{digest[:12]}",
         "model": model_name,
@@ -381,19 +469,13 @@ def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progre
             "photos": {"train": len(train_photos), "held_out": len(held_out),
                        "held_out_names": [p.name for p in held_out]},
             "labels": labels.labels, "point_labels": labels.point_labels, "point_box_side": round(side, 2),
-            "slices": slices, "empty_slices_kept": plan.empty_slices, "epochs": plan.epochs, "batch": plan.batch,
+            "slices": slices, "rehearsal": rehearsed, "empty_slices_kept": plan.empty_slices,
+            "epochs": plan.epochs, "batch": plan.batch,
             "lr0": plan.lr0, "device": plan.device,
             "minutes": round((time.perf_counter() - started) / 60, 2),
         },
         "detections": measure_plants(train_photos, counted),
-        "evaluation": {
-            "val_slices": val_metrics,
-            "held_out_photos": {**chosen.as_dict(),
-                                "regions": "whole photo" if plan.whole_photo else "container segmentation",
-                                "per_photo": [{"photo": c.name, "true": c.true_count,
-                                               "counted": c.counted[THRESHOLDS.index(chosen.threshold)]}
-                                              for c in counts]},
-        },
+        "evaluation": evaluation,
     }
     if plan.export:
         card["runtime_export"] = _export(weights, plan.slicing.imgsz, progress)

@@ -17,7 +17,7 @@ from app.db import repository
 from app.db.models import ProcessingSession
 from app.db.session import db_session
 from app.ml.plausibility import RegionDetections, judge, limits_from
-from app.ml.registry import get_registry
+from app.ml.registry import get_registry, registry_for
 from app.observability import metrics
 from app.observability.logging import get_logger
 from app.records import decode_detections
@@ -44,17 +44,21 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _judge(db: Session, photo_id: int, results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """The plausibility doubts of a photo's counts and the ids of the model cards they are judged by.
+def _judge(db: Session, photo_id: int, results: list[dict[str, Any]],
+           recount_model: str = "") -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The plausibility doubts of a photo's counts and the ids of the model cards they are judged by
+    (a recount's: its model's detection card, and the recount model's name as `recount_model`).
 
     Reads the cards only (JSON beside the weights), never a model. Failed regions are left out: their
     failure is reported on its own.
     """
-    registry = get_registry()
+    registry = registry_for(recount_model)
     card = registry.detection_card()
-    cards = {"segmentation": registry.segmentation_card().id, "detection": card.id}
+    cards = {"segmentation": get_registry().segmentation_card().id, "detection": card.id}
+    if recount_model:
+        cards["recount_model"] = recount_model
     photo = repository.get_photo(db, photo_id=photo_id)
-    session = repository.get_session(db, photo_id=photo_id)
+    session = repository.get_session(db, photo_id=photo_id, recount_model=recount_model)
     boxes = {r.region_index: r.bbox for r in session.regions}
     counted = []
     for result in results:
@@ -71,21 +75,27 @@ def _judge(db: Session, photo_id: int, results: list[dict[str, Any]]) -> tuple[l
 
 
 @app.task(bind=True, base=FailsSessionTask, name=names.AGGREGATE_TASK)
-def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], photo_id: int) -> dict[str, Any]:
-    """Write all counts of a photo, its plausibility doubts and provenance, in one transaction. Safe to run twice."""
+def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], photo_id: int,
+                      recount_model: str = "") -> dict[str, Any]:
+    """Write all counts of a photo, its plausibility doubts and provenance, in one transaction. Safe to run twice.
+
+    A recount (`recount_model`) writes `recount` movements instead (app.db.repository.write_counts), and
+    neither counts the photo again in the metrics nor draws it again (the drawing is the count's)."""
     results = sorted(results or [], key=lambda r: int(r["region_index"]))
     since = datetime.now(UTC)
     try:
         faults.inject("db.write_counts", str(photo_id))
         with metrics.stage("aggregation"), db_session() as db:
             # Results are never dropped: a session failed meanwhile (stale, or given up on) is reopened.
-            reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id)
-            doubts, cards = _judge(db, photo_id, results)
+            reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id,
+                                                          recount_model=recount_model)
+            doubts, cards = _judge(db, photo_id, results, recount_model)
             session = repository.write_counts(db, photo_id=photo_id, results=results, doubts=doubts,
-                                              model_cards=cards)
+                                              model_cards=cards, recount_model=recount_model)
             summary = _summary(session, photo_id, len(results))
             finished_at, created_at = session.finished_at, session.created_at
-        _count_finished(summary, finished_at, created_at, since)
+        if not recount_model:
+            _count_finished(summary, finished_at, created_at, since)
         if reopened is not None:
             log.warning("results applied to a session that had failed; it is reopened and its dead letters "
                         "marked done", previous_error=reopened[:500])
@@ -94,17 +104,23 @@ def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], pho
     except IntegrityError:
         # Another delivery of this callback committed first; its rows stand.
         with db_session() as db:
-            summary = _summary(repository.get_session(db, photo_id=photo_id), photo_id, len(results))
+            summary = _summary(repository.get_session(db, photo_id=photo_id, recount_model=recount_model),
+                               photo_id, len(results))
+    if recount_model:
+        log.info("photo recounted", recount_model=recount_model,
+                 **{k: v for k, v in summary.items() if k != "photo_id"})
+        return summary
     log.info("photo aggregated", **{k: v for k, v in summary.items() if k != "photo_id"})
     app.send_task(names.RENDER_TASK, args=[photo_id])
     return summary
 
 
 @app.task(bind=True, base=PipelineTask, name=names.AGGREGATE_REGION_TASK)
-def aggregate_region(self: PipelineTask, result: dict[str, Any], photo_id: int) -> dict[str, Any]:
-    """Add one replayed region's count to a session that already ended."""
+def aggregate_region(self: PipelineTask, result: dict[str, Any], photo_id: int,
+                     recount_model: str = "") -> dict[str, Any]:
+    """Add one replayed region's count (or recount) to a session that already ended."""
     with db_session() as db:
-        session = repository.add_late_region(db, photo_id=photo_id, result=result)
+        session = repository.add_late_region(db, photo_id=photo_id, result=result, recount_model=recount_model)
         summary = {"photo_id": photo_id, "status": session.status, "total_count": session.total_count}
     log.info("late region aggregated", region_index=result.get("region_index"), status=summary["status"])
     return summary

@@ -148,8 +148,9 @@ class FailsSessionTask(PipelineTask):
             return
         try:
             with db_session() as db:
-                ended = repository.fail_session(db, photo_id=photo_id, reason=f"{type(exc).__name__}: {exc}")
-            if ended:
+                ended = repository.fail_session(db, photo_id=photo_id, reason=f"{type(exc).__name__}: {exc}",
+                                                recount_model=str(kwargs.get("recount_model") or ""))
+            if ended and not kwargs.get("recount_model"):
                 metrics.photo_finished("failed", None, None)
         except Outage as error:  # the reconciler or sweeper will find the session (no work left for it)
             log.warning("could not mark the session failed", photo_id=photo_id, error=str(error))

@@ -25,7 +25,7 @@ from app.errors import TRANSIENT_ERRORS, Outage
 from app.ml.images import decode_rgb, decode_rgb_cuda
 from app.ml.pipeline import choose_regions, count_region, region_result
 from app.ml.plausibility import plant_like_count
-from app.ml.registry import get_registry
+from app.ml.registry import get_registry, registry_for
 from app.observability import correlation, metrics
 from app.observability.logging import get_logger
 from app.storage import get_storage
@@ -134,8 +134,12 @@ def _write_queued_progress(**_: Any) -> None:
 
 @app.task(bind=True, base=FailsSessionTask, name=names.PARENT_TASK)
 def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | None = None,
-                   photo_uuid: str | None = None) -> dict[str, Any]:
+                   photo_uuid: str | None = None, recount_model: str = "") -> dict[str, Any]:
     """Segment the photo into regions, then start the chord that counts every region and aggregates.
+
+    With `recount_model` (`demeter recount`) the photo's recount session by that model runs instead: the
+    regions of its count are reused (not segmented again), counted with that model, and aggregation writes
+    `recount` movements. Only then is the kwarg in the messages: a count's messages are as they were.
 
     `photo_uuid` is only there to be seen: Flower shows a task's kwargs, so an operator finds a photo's
     tasks by the UUID the API gave; the logging context binds it (app/observability/signals.py). Messages
@@ -150,12 +154,14 @@ def ml_parent_task(self: FailsSessionTask, photo_id: int, correlation_id: str | 
     queue is decoded in the background while the children run.
     """
     with db_session() as db:
-        region_docs = _segment(db, photo_id, self.request.id)
-    callback = app.signature(names.AGGREGATE_TASK, args=(photo_id,))
+        region_docs = (_recount_regions(db, photo_id, recount_model, self.request.id) if recount_model
+                       else _segment(db, photo_id, self.request.id))
+    recount = {"recount_model": recount_model} if recount_model else {}
+    callback = app.signature(names.AGGREGATE_TASK, args=(photo_id,), kwargs=recount)
     queue = running_queue(self)
     if region_docs:
         # Children stay on the queue (and so the GPU worker) that ran the parent: its photo cache is warm.
-        header = [ml_child_task.s(doc, photo_id).set(queue=queue) for doc in region_docs]
+        header = [ml_child_task.s(doc, photo_id, **recount).set(queue=queue) for doc in region_docs]
         aggregation = chord(header, callback).apply_async()
     else:
         aggregation = callback.apply_async(args=([],))
@@ -182,6 +188,16 @@ def _segment(db: Session, photo_id: int, task_id: str | None) -> list[dict[str, 
     return region_docs
 
 
+def _recount_regions(db: Session, photo_id: int, recount_model: str, task_id: str | None) -> list[dict[str, Any]]:
+    """Mark the recount session processing and copy the counted regions into it, in the caller's
+    transaction; their JSON documents for the chord."""
+    repository.mark_processing(db, photo_id=photo_id, task_id=task_id, recount_model=recount_model)
+    regions = repository.copy_regions(db, photo_id=photo_id, recount_model=recount_model)
+    region_docs = [{"index": r.region_index, "bbox": list(r.bbox), "class_name": r.class_name} for r in regions]
+    log.info("photo regions reused for a recount", regions=len(region_docs), recount_model=recount_model)
+    return region_docs
+
+
 def _prefetch_next(queue: str) -> None:
     """Decode the next photo waiting on `queue` in the background (PHOTO_PREFETCH; Redis brokers only)."""
     settings = get_registry().settings
@@ -201,35 +217,38 @@ _REGION_RESULTS_STORED = not get_registry().settings.result_backend_resolved.sta
 
 @app.task(bind=True, base=PipelineTask, autoretry_for=(), ignore_result=not _REGION_RESULTS_STORED,
           name=names.CHILD_TASK)
-def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
-    """Count the plants of one region. Fails soft: a region that fails for good is
-    dead-lettered and reported as failed, so the chord's callback still runs."""
+def ml_child_task(self: PipelineTask, region: dict[str, Any], photo_id: int,
+                  recount_model: str = "") -> dict[str, Any]:
+    """Count the plants of one region (with the model `recount_model` for a recount, app.ml.registry.registry_for).
+    Fails soft: a region that fails for good is dead-lettered and reported as failed, so the chord's
+    callback still runs."""
     index = int(region["index"])
     try:
         faults.inject("ml.count_region", f"{photo_id}:{index}")
         image = photo_cache.get(photo_id)
         with metrics.stage("detection"):
-            detections = count_region(image, tuple(region["bbox"]), get_registry())
+            detections = count_region(image, tuple(region["bbox"]), registry_for(recount_model))
         result = region_result(index, detections, plant_like_count(image, detections.boxes))
         # Written by a background thread (app/tasks/progress_writer.py): the next region need not wait.
-        progress_writer.put(photo_id, index, result["count"], result["mean_confidence"])
+        progress_writer.put(photo_id, index, result["count"], result["mean_confidence"], recount_model)
         log.info("region counted", region_index=index, count=result["count"])
         return result
     except Outage as exc:
         self.wait_out(exc)  # raises Retry until the outage's deadline
-        return _region_failed(self, exc, region, photo_id)
+        return _region_failed(self, exc, region, photo_id, recount_model)
     except TRANSIENT_ERRORS as exc:
         self.retry_own(exc)  # raises Retry until TASK_MAX_RETRIES
-        return _region_failed(self, exc, region, photo_id)
+        return _region_failed(self, exc, region, photo_id, recount_model)
     except Exception as exc:  # permanent, or a bug: either way the chord must still reach its callback
-        return _region_failed(self, exc, region, photo_id)
+        return _region_failed(self, exc, region, photo_id, recount_model)
 
 
-def _region_failed(task: PipelineTask, exc: BaseException, region: dict[str, Any], photo_id: int) -> dict[str, Any]:
+def _region_failed(task: PipelineTask, exc: BaseException, region: dict[str, Any], photo_id: int,
+                   recount_model: str) -> dict[str, Any]:
     """The region's result as failed; never raises, so a region that fails for good never breaks its chord
     (recording the dead letter does not need the database: app/deadletter/record.py spools it)."""
     try:
-        deadletter.record(task, exc, [region, photo_id], {})
+        deadletter.record(task, exc, [region, photo_id], {"recount_model": recount_model} if recount_model else {})
     except Exception as error:  # a bug in recording must not cost the photo its other regions
         log.error("could not record the region's dead letter", region_index=region.get("index"), error=str(error))
     return {"region_index": int(region["index"]), "failed": True, "error": f"{type(exc).__name__}: {exc}"}

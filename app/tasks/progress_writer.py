@@ -32,6 +32,7 @@ class RegionProgress:
     region_index: int
     count: int
     mean_confidence: float | None
+    recount_model: str  # "" for the photo's count, else the recount session's model
     context: contextvars.Context
 
 
@@ -45,10 +46,12 @@ class ProgressWriter:
         self._pid = 0
         self._lock = threading.Lock()
 
-    def put(self, photo_id: int, region_index: int, count: int, mean_confidence: float | None) -> None:
+    def put(self, photo_id: int, region_index: int, count: int, mean_confidence: float | None,
+            recount_model: str = "") -> None:
         """Queue one region's progress; returns at once (drops it with a warning when the queue is full)."""
         self._start()
-        item = RegionProgress(photo_id, region_index, count, mean_confidence, contextvars.copy_context())
+        item = RegionProgress(photo_id, region_index, count, mean_confidence, recount_model,
+                              contextvars.copy_context())
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -96,7 +99,7 @@ class ProgressWriter:
             with db_session() as db:
                 progress = [repository.record_region_progress(
                     db, photo_id=item.photo_id, region_index=item.region_index, count=item.count,
-                    mean_confidence=item.mean_confidence) for item in items]
+                    mean_confidence=item.mean_confidence, recount_model=item.recount_model) for item in items]
         except TransientError as exc:  # the database away: progress is advisory, the counts travel with the chord
             log.warning("region progress not written", regions=len(items), error=str(exc))
             return

@@ -3,15 +3,31 @@ the threshold calibration picks the count-minimising threshold."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app.config import PROJECT_ROOT
 from app.ml.calibration import PhotoCounts, choose_threshold, count_photo, match_count
+from app.ml.cards import default_card, parse_card
 from app.ml.labels import LabelledPhoto
 from app.ml.sliced import SliceParams, letterboxed_tiles, region_windows
-from app.ml.training import STRIDE, split_photos, tile_label_lines
+from app.ml.training import (
+    DEFAULT_REHEARSAL,
+    REHEARSAL_SEEDS,
+    STRIDE,
+    TrainPlan,
+    add_rehearsal,
+    default_style_photos,
+    nominal_batch,
+    rehearsal_photos,
+    split_photos,
+    tile_label_lines,
+    write_slices,
+)
 
 
 def _labelled(name: str) -> LabelledPhoto:
@@ -85,6 +101,15 @@ def test_threshold_with_the_lowest_count_error_wins() -> None:
     assert chosen.precision == pytest.approx(95 / 101) and chosen.recall == pytest.approx(0.95)  # boxed photos only
 
 
+def test_a_tie_takes_the_middle_of_the_widest_range() -> None:
+    """Two photos counted right from 0.1 to 0.5 (and by chance at 0.8): not the range's edge, its middle."""
+    thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    results = [PhotoCounts("a", 1, (1, 1, 1, 1, 1, 0, 0, 1), None), PhotoCounts("b", 1, (1, 1, 1, 1, 1, 0, 0, 1), None)]
+
+    assert choose_threshold(results, thresholds).threshold == 0.3
+    assert choose_threshold(results, thresholds[:4]).threshold == 0.3  # an even run: its upper middle
+
+
 def test_count_photo_uses_only_counted_classes() -> None:
     photo = LabelledPhoto(Path("x.jpg"), 100, 100, np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float64),
                           np.array([0, 1]), np.zeros(2, bool))
@@ -95,3 +120,53 @@ def test_count_photo_uses_only_counted_classes() -> None:
     counts = count_photo("x.jpg", np.zeros((1, 1, 3), np.uint8), count_at, (0.1, 0.5), labels=photo)
 
     assert counts.true_count == 1 and counts.counted == (1, 1) and counts.matched == (1, 1)
+
+
+def test_rehearsal_by_default_only_for_a_synthetic_base() -> None:
+    """The shipped detector's card names the generator: it rehearses; a grower-trained base does not."""
+    shipped = parse_card(json.loads((PROJECT_ROOT / "models" / "plant_det.card.json").read_text()))
+    grown = parse_card({**shipped.document, "training_data": {"source": "/data/bench-a"}})
+    plan = TrainPlan(Path("d"), Path("o"), "n", Path("w.pt"), SliceParams())
+
+    assert rehearsal_photos(plan, shipped) == DEFAULT_REHEARSAL > 0
+    assert rehearsal_photos(plan, grown) == 0
+    assert rehearsal_photos(plan, default_card("w.pt", "detect")) == 0
+    assert rehearsal_photos(replace(plan, rehearsal=0), shipped) == 0
+    assert rehearsal_photos(replace(plan, rehearsal=3), grown) == 3
+    with pytest.raises(ValueError):
+        rehearsal_photos(replace(plan, rehearsal=len(REHEARSAL_SEEDS) + 1), shipped)
+
+
+def test_rehearsal_slices_join_the_training_split_only(tmp_path: Path) -> None:
+    """Default-style slices, cut as the grower's, are sampled into train/ under their own names, their
+    plants labelled with the grower's plant class; nothing lands elsewhere."""
+    params = SliceParams(imgsz=160)
+    photos = default_style_photos(tmp_path / "photos", REHEARSAL_SEEDS[0], 1, plant_class=2)
+    train = tmp_path / "data" / "train"
+    write_slices([], train, params, print)
+
+    moved = add_rehearsal(train, photos, params, limit=5, progress=print)
+
+    assert moved == 5
+    assert sorted(p.parent.name for p in (tmp_path / "data").rglob("*") if p.is_file()) == ["images"] * 5 + [
+        "labels"] * 5
+    names = sorted(p.stem for p in (train / "images").iterdir())
+    assert names == sorted(p.stem for p in (train / "labels").iterdir())
+    assert all(name.startswith(f"rehearsal_{photos[0].image.stem}_") for name in names)
+    classes = {line.split()[0] for p in (train / "labels").iterdir() for line in p.read_text().splitlines()}
+    assert classes == {"2"}
+    assert photos[0].width == 2048 and len(photos[0].boxes) > 100
+
+
+@pytest.mark.parametrize(("slices", "batch"), [(1, 8), (8, 8), (9, 8), (20, 8), (40, 4), (30, 16)])
+def test_a_few_photos_step_the_optimizer_every_epoch(slices: int, batch: int) -> None:
+    """Ultralytics accumulates nbs / batch batches per optimizer step, counted across epochs: with the
+    default nbs (64) ten photos of one pot each (one batch an epoch) would step once every 8 epochs."""
+    batches_per_epoch = -(-slices // batch)
+    accumulate = max(round(nominal_batch(slices, batch) / batch), 1)  # ultralytics' trainer, nbs -> steps
+    assert accumulate <= batches_per_epoch
+    assert max(round(64 / batch), 1) > batches_per_epoch  # the default would not
+
+
+def test_larger_sets_keep_ultralytics_nominal_batch() -> None:
+    assert nominal_batch(305, 8) == 64  # the synthetic second-style set: 38 batches an epoch

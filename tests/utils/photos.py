@@ -37,11 +37,12 @@ def png_bytes(width: int = 64, height: int = 48) -> bytes:
     return buffer.getvalue()
 
 
-def wait_final(photo_id: int, timeout: float = 180.0) -> ProcessingSession:
+def wait_final(photo_id: int, timeout: float = 180.0, recount_model: str = "") -> ProcessingSession:
+    """The photo's counting session (or its recount by `recount_model`) once it ended."""
     deadline = time.monotonic() + timeout
     while True:
         with db_session() as db:
-            session = db.query(ProcessingSession).filter_by(photo_id=photo_id).one()
+            session = db.query(ProcessingSession).filter_by(photo_id=photo_id, recount_model=recount_model).one()
             if SessionStatus(session.status).is_final:
                 return session
         if time.monotonic() > deadline:

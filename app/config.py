@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     region_mode: Literal["segment", "whole"] = "segment"
     region_padding: float = 0.02  # fraction of the region's size added around its box before detection
     photo_cache_size: int = 2  # decoded photos kept per worker process
+    photo_prefetch: bool = True  # decode the next photo waiting on the GPU queue while a photo runs (Redis)
 
     # Plausibility checks (app/ml/plausibility.py): a photo past any of these limits ends `warning`, its
     # counts still written. Chosen from measurements on held-out synthetic and real photos (models/README.md).

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_pipeline.py --latency idle,low,normal [--photos 20] [--json]
     .venv/bin/python benchmarks/bench_pipeline.py --null-model [--photos 8] [--rounds 3]
     .venv/bin/python benchmarks/bench_pipeline.py --brokers redis,amqp,amqp-quorum [--photos 6] [--rounds 3]
+    .venv/bin/python benchmarks/bench_pipeline.py --steady [--photos 20] [--duration 180] [--load 0.8]
 
 With --null-model, the GPU worker is benchmarks/null_gpu_worker.py: the real pipeline with a
 stand-in network of zero cost (regions and detections replayed from a real run on the same
@@ -43,6 +44,11 @@ queue and a no-op callback, the pipeline's messages without the models).
 
 Redis databases BENCH_REDIS_DB and the next one (2 and 3 by default) and the PostgreSQL database
 BENCH_DATABASE are emptied at the start of every run.
+
+With --steady (real models): the throughput with --photos queued at once, the upload-to-completed
+latency of one photo alone (median of 3), then photos uploaded one by one on a fixed schedule at
+--load x that throughput for --duration seconds; the p95 of their upload-to-completed against the
+single photo's latency.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from statistics import median
@@ -320,22 +327,11 @@ def latencies(photo_ids: list[int]) -> dict[str, float]:
 
 def upload_all(port: int, photos: list[bytes]) -> list[int]:
     """Upload every photo through the API at once (one after the other, no waiting); their database ids."""
-    import uuid
-
     import httpx
-    from sqlalchemy import select
-
-    from app.db.models import Photo
-    from app.db.session import db_session
 
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=HEADERS) as client:
-        ids: list[uuid.UUID] = []
-        for index, data in enumerate(photos):
-            response = client.post("/api/v1/photos", files={"file": (f"bench-{index}.jpg", data, "image/jpeg")})
-            response.raise_for_status()
-            ids.append(uuid.UUID(response.json()["photo_id"]))
-    with db_session() as db:
-        return list(db.scalars(select(Photo.id).where(Photo.uuid.in_(ids))))
+        uploaded = [upload_one(client, data, index) for index, data in enumerate(photos)]
+    return ids_of(uploaded)
 
 
 def wait_counted(photo_ids: list[int], timeout: float = 1200) -> None:
@@ -367,6 +363,80 @@ def latency_run(priorities: list[str], n_photos: int) -> dict[str, Any]:
             services.stop()
         print(f"{priority}: {result[priority]}", file=sys.stderr)
     return result
+
+
+def upload_one(client: Any, data: bytes, index: int) -> uuid.UUID:
+    response = client.post("/api/v1/photos", files={"file": (f"bench-{index}.jpg", data, "image/jpeg")})
+    response.raise_for_status()
+    return uuid.UUID(response.json()["photo_id"])
+
+
+def ids_of(photo_uuids: list[uuid.UUID]) -> list[int]:
+    from sqlalchemy import select
+
+    from app.db.models import Photo
+    from app.db.session import db_session
+
+    with db_session() as db:
+        return list(db.scalars(select(Photo.id).where(Photo.uuid.in_(photo_uuids))))
+
+
+def steady_stream(port: int, photos: list[bytes], rate: float, duration: float) -> list[int]:
+    """Upload one photo every 1/rate seconds (on a fixed schedule, cycling through `photos`) for
+    `duration` seconds; the photos' database ids."""
+    import httpx
+
+    uploaded: list[uuid.UUID] = []
+    started = time.monotonic()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=HEADERS) as client:
+        index = 0
+        while (due := started + index / rate) < started + duration:
+            time.sleep(max(0.0, due - time.monotonic()))
+            uploaded.append(upload_one(client, photos[index % len(photos)], index))
+            index += 1
+    return ids_of(uploaded)
+
+
+def steady_run(n_photos: int, duration: float, load: float) -> dict[str, Any]:
+    """Upload-to-completed p95 under a steady stream at `load` x the measured throughput, against the
+    latency of one photo alone (the median of 3), on the real models."""
+    from tests.utils.photos import synthetic_jpeg
+
+    data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-steady-"))
+    env = configure_environment(data_dir)
+    reset_services()
+    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
+    services = Services(env, data_dir)
+    services.start()
+    try:
+        upload_and_wait(services.port, photos[:2])  # warm: models loaded, connections open
+        throughput = n_photos / queued_first(services.port, photos)  # photos/s of this machine, queued up
+        alone = []
+        for data in photos[:3]:
+            ids = upload_all(services.port, [data])
+            wait_counted(ids)
+            alone.append(latencies(ids)["p50_s"])
+        rate = load * throughput
+        print(f"throughput {throughput:.2f} photos/s; streaming {rate:.2f} photos/s for {duration:.0f} s",
+              file=sys.stderr)
+        ids = steady_stream(services.port, photos, rate, duration)
+        wait_counted(ids)
+        stream = latencies(ids)
+    finally:
+        services.stop()
+    single = median(alone)
+    return {
+        "photos_per_s_measured": round(throughput, 3),
+        "load": load,
+        "photos_per_s_streamed": round(rate, 3),
+        "duration_s": duration,
+        "photos_streamed": len(ids),
+        "single_photo_latency_s": round(single, 2),
+        "single_photo_latency_runs_s": alone,
+        "steady_p50_s": stream["p50_s"],
+        "steady_p95_s": stream["p95_s"],
+        "p95_vs_single": round(stream["p95_s"] / single, 2),
+    }
 
 
 def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
@@ -593,11 +663,20 @@ def main() -> int:
                         "and a bare decode loop")
     parser.add_argument("--brokers", default="", help="comma-separated brokers (redis,amqp,amqp-quorum): photos/s "
                         "of the same pipeline on each, rounds alternating, and the ratio to the first named")
+    parser.add_argument("--steady", action="store_true", help="upload-to-completed p95 under a steady stream at "
+                        "--load x the measured throughput, against one photo alone")
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds of the steady stream")
+    parser.add_argument("--load", type=float, default=0.8, help="the steady stream's rate, a share of the throughput")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.brokers:
         result = broker_run(args.brokers.split(","), args.photos, args.rounds)
         print(json.dumps(result, indent=2))
+        return 0
+    if args.steady:
+        result = steady_run(args.photos, args.duration, args.load)
+        print(json.dumps(result, indent=2))
+        print(f"steady p95 is {result['p95_vs_single']:.2f}x the single-photo latency", file=sys.stderr)
         return 0
     if args.null_model:
         result = null_model_run(args.photos, args.rounds)

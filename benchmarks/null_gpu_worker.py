@@ -5,8 +5,9 @@
 Runs `workers.gpu` unchanged except for two things: the regions and each region's detections
 come from RECORDING.json (made by bench_pipeline.py from a real run on the same photos, keyed
 by a fingerprint of the decoded pixels), so the network costs nothing; and the worker's host
-work is timed by stage (decode, database sessions, the plausibility check, the stand-ins
-themselves, each task as a whole) and written to STAGES.json when the worker shuts down.
+work is timed by stage (decode, database sessions, the photo as the tasks wait for it, the
+plausibility check, the stand-ins themselves, each task as a whole) and written to STAGES.json
+when the worker shuts down.
 Everything else, Celery, the photo cache, PostgreSQL, Redis and storage, is the real pipeline.
 """
 
@@ -71,7 +72,9 @@ def install(recording_path: Path, stages_path: Path) -> None:
 
     def null_count(image: np.ndarray, bbox: tuple[int, int, int, int], registry: Any) -> Detections:
         rows = np.asarray(recording[fingerprint(image)]["detections"][bbox_key(bbox)], np.float32).reshape(-1, 5)
-        return Detections(np.ascontiguousarray(rows[:, :4]), np.ascontiguousarray(rows[:, 4]))
+        # Only the counted boxes were recorded: their class is the counted one (0, plants).
+        return Detections(np.ascontiguousarray(rows[:, :4]), np.ascontiguousarray(rows[:, 4]),
+                          np.zeros(len(rows), np.int64))
 
     session = gpu.db_session
 
@@ -92,6 +95,8 @@ def install(recording_path: Path, stages_path: Path) -> None:
     gpu.db_session = timed_session  # type: ignore[assignment]
     load = timed("photo load (lookup, storage, decode)", gpu.photo_cache._load)
     gpu.photo_cache._load = load  # type: ignore[method-assign]
+    # What the tasks wait for their photo: a cache hit, a prefetch still running, or a load of their own.
+    gpu.photo_cache.get = timed("photo wait in the tasks", gpu.photo_cache.get)  # type: ignore[method-assign]
     started: dict[str, float] = {}
 
     @task_prerun.connect(weak=False)  # nested functions: a weak reference would die with install()

@@ -276,9 +276,13 @@ def test_status_lists_each_region_with_its_count_or_error(client: TestClient) ->
             {"region_index": 0, "count": 24, "mean_confidence": 0.8, "detections": ""},
             {"region_index": 1, "failed": True, "error": "StorageUnavailable: gone"},
         ])
+    with db_session() as db:  # progress arriving after aggregation (written off the tasks' path) changes nothing
+        late = repository.record_region_progress(db, photo_id=photo_id, region_index=1, count=99,
+                                                 mean_confidence=0.5)
 
     body = client.get(f"{PHOTOS}/{photo_uuid}").json()
 
+    assert late is None
     assert midway["status"] == "processing" and midway["progress"] == {"regions_done": 1, "regions_total": 2}
     assert body["status"] == "warning" and body["task_id"] == "task-1"
     assert body["progress"] == {"regions_done": 2, "regions_total": 2}

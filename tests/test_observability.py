@@ -97,7 +97,9 @@ def test_every_line_of_a_photo_carries_its_correlation_id(workers: WorkerSet) ->
     # Celery's own lines, logged while a task runs, are in its context too.
     assert any(celery_line(line, "app.tasks.ml.aggregate_results", "succeeded") for line in lines)
     regions = session.regions_total or 0
-    progress = [line for line in lines if line["event"] == "region counted"]
+    assert len([line for line in lines if line["event"] == "region counted"]) == regions
+    # Written off the region tasks' path, by the GPU worker's progress thread, in each task's context.
+    progress = [line for line in lines if line["event"] == "region progress"]
     assert sorted(line["regions_done"] for line in progress) == list(range(1, regions + 1))
     assert all(line["regions_total"] == regions for line in progress)
     assert ("app.tasks.ml.ml_child_task" in tasks) == (regions > 0)

@@ -25,6 +25,8 @@ from app.db.models import (
 from app.errors import UnknownPhoto
 from app.records import DETECTION_COLUMNS, RegionProposal, detection_rows
 
+FINAL_STATUSES = tuple(status.value for status in SessionStatus if status.is_final)
+
 
 def create_photo(
     db: Session,
@@ -120,9 +122,13 @@ def mark_processing(db: Session, *, photo_id: int, task_id: str | None, recount_
 
 
 def save_regions(db: Session, *, photo_id: int, proposals: list[RegionProposal],
-                 region_mode: str = "segment", recount_model: str = "") -> list[Region]:
-    """Store the regions once (and how they were found); a redelivered parent finds and reuses the same rows."""
-    session = get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
+                 region_mode: str = "segment", recount_model: str = "",
+                 session: ProcessingSession | None = None) -> list[Region]:
+    """Store the regions once (and how they were found); a redelivered parent finds and reuses the same rows.
+
+    `session`: the session row when this transaction has locked it already (`mark_processing`).
+    """
+    session = session or get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
     session.region_mode = region_mode
     existing = list(db.scalars(select(Region).where(Region.session_id == session.id).order_by(Region.region_index)))
     if existing:
@@ -199,8 +205,9 @@ def _on_postgresql(db: Session) -> bool:
 
 def record_region_progress(db: Session, *, photo_id: int, region_index: int, count: int | None,
                            mean_confidence: float | None, error: str | None = None,
-                           recount_model: str = "") -> tuple[int, int]:
-    """Note one region as done (idempotent); return how many regions are done, and of how many.
+                           recount_model: str = "") -> tuple[int, int] | None:
+    """Note one region as done (idempotent); return how many regions are done, and of how many, or None
+    when the session has ended already (or there is no such photo): nothing is written then.
 
     Progress is advisory (aggregation writes the counts that matter, from the chord's results), so on
     PostgreSQL this transaction does not wait for its WAL flush: a crash may lose the last few
@@ -208,8 +215,10 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
     """
     if _on_postgresql(db):
         db.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    # Two statements, no reads first: this runs once per region on the GPU worker's critical path.
-    this_session = (ProcessingSession.photo_id == photo_id) & (ProcessingSession.recount_model == recount_model)
+    # Two statements, no reads first. Only while the session runs: once it is final, its rows are
+    # aggregation's (exact), and a progress write that arrives late must not touch them.
+    this_session = ((ProcessingSession.photo_id == photo_id) & (ProcessingSession.recount_model == recount_model)
+                    & ProcessingSession.status.not_in(FINAL_STATUSES))
     session_id = select(ProcessingSession.id).where(this_session).scalar_subquery()
     db.execute(
         update(Region)
@@ -232,7 +241,7 @@ def record_region_progress(db: Session, *, photo_id: int, region_index: int, cou
         .execution_options(synchronize_session=False)
     ).one_or_none()
     if row is None:
-        raise UnknownPhoto(f"no photo with id {photo_id}")
+        return None
     return int(row.regions_done), int(row.regions_total or 0)
 
 

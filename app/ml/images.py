@@ -155,6 +155,30 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return np.asarray(open_rgb(data, max_pixels))
 
 
+def decode_rgb_cuda(data: bytes) -> np.ndarray | None:
+    """A plain JPEG decoded by nvJPEG on the GPU (`torchvision.io.decode_jpeg(device="cuda")`), as
+    `decode_rgb` gives it (H x W x 3 RGB uint8, on the host); None where that path does not apply (not a
+    baseline 3-channel JPEG, an EXIF orientation to apply, no CUDA, a decoder error): `decode_rgb` then.
+
+    Not yet run on a GPU: written for the CUDA worker, measured only by its fallback on CPU machines.
+    """
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        with Image.open(io.BytesIO(data)) as header:  # reads the header only
+            turned = header.getexif().get(ExifTags.Base.Orientation, 1) != 1
+            if header.format != "JPEG" or header.mode != "RGB" or turned:
+                return None
+        if not torch.cuda.is_available():
+            return None
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        decoded = decode_jpeg(encoded, mode=ImageReadMode.RGB, device="cuda")
+        return np.ascontiguousarray(decoded.permute(1, 2, 0).cpu().numpy())
+    except Exception:  # any failure here falls back to Pillow, which reports bad data properly
+        return None
+
+
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 90) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image_rgb).save(buffer, format="JPEG", quality=quality)

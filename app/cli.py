@@ -69,6 +69,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except UnknownModel as exc:
         print(f"demeter eval: {exc}", file=sys.stderr)
         return 2
+    if args.detector_class and not (args.labels or args.counts):
+        print("demeter eval: --class needs --labels or --counts", file=sys.stderr)
+        return 2
+    if args.detector_class and args.write_card:
+        print("demeter eval: --write-card calibrates the counted classes; not with --class", file=sys.stderr)
+        return 2
     if not (args.labels or args.counts):
         from app.evaluation import main as eval_main
 
@@ -78,7 +84,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         result = label_evaluation.evaluate_labels(Path(args.data), settings, Path(args.counts) if args.counts else None,
-                                                  whole_photo=args.whole_photo, plant_side=args.plant_size)
+                                                  whole_photo=args.whole_photo, plant_side=args.plant_size,
+                                                  detector_class=args.detector_class)
         if args.write_card:
             path = label_evaluation.write_threshold(settings, result, Path(args.data))
             print(f"threshold {result.best.threshold} written to {path}", file=sys.stderr)
@@ -415,6 +422,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                           help="side of a point label's box, px at a 2048 px long side")
     evaluate.add_argument("--write-card", action="store_true",
                           help="write the best threshold into the evaluated model's card (held-out photos only)")
+    evaluate.add_argument("--class", dest="detector_class", metavar="NAME",
+                          help="score this detector class against the labels of that name, not the counted "
+                               "classes (e.g. empty_cell)")
     evaluate.set_defaults(func=_cmd_eval, shows_progress=True)
 
 

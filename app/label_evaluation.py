@@ -10,6 +10,10 @@ detection, merging; or the whole photo as one region) at every threshold of
 The report gives the figures at the threshold in use and at the threshold that minimises the count
 error; `--write-card` stores that threshold and its figures in the card of the model evaluated
 (the photos must be held out from its training for the figures to mean anything).
+
+`--class NAME` scores one class of the detector instead of the counted ones (DETECTION_COUNT_CLASSES):
+its boxes against the labels of the same name, with the same matching (e.g. `empty_cell`, which a
+detector may learn but the pipeline never counts).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from app.ml.training import FALLBACK_PLANT_SIDE
 @dataclass(frozen=True)
 class LabelEvaluation:
     model: str  # card id of the detector evaluated
+    classes: tuple[str, ...]  # the label classes scored (the counted classes, or the one of --class)
     in_use: Scores  # at the threshold the model runs at
     best: Scores  # at the threshold with the lowest count error
     photos: list[PhotoCounts]
@@ -47,7 +52,8 @@ class LabelEvaluation:
 
     def as_dict(self) -> dict[str, Any]:
         index = self.thresholds.index(self.in_use.threshold)
-        return {"model": self.model, "in_use": self.in_use.as_dict(), "best": self.best.as_dict(),
+        return {"model": self.model, "classes": list(self.classes), "in_use": self.in_use.as_dict(),
+                "best": self.best.as_dict(),
                 "photos": [{"photo": p.name, "true": p.true_count, "counted": p.counted[index],
                             "matched": None if p.matched is None else p.matched[index]} for p in self.photos]}
 
@@ -74,12 +80,33 @@ def _photos_of(data: Path, names: list[str]) -> dict[str, Path]:
     return found
 
 
+def scoring_one_class(settings: Settings, name: str) -> Settings:
+    """`settings` counting the detector class `name` alone (`--class`).
+
+    Raises ValueError when the detector has no class of that name: a one-class detector would
+    otherwise count its own class under any name (`app.ml.registry.counted_class_ids`).
+    """
+    from app.ml.registry import ModelRegistry
+
+    names = [str(n) for n in ModelRegistry(settings).detector().names.values()]
+    if name not in names:
+        raise ValueError(f"the detector has no class {name} (its classes: {', '.join(names)})")
+    return settings.model_copy(update={"detection_count_classes": [name]})
+
+
 def evaluate_labels(data: Path, settings: Settings, counts_file: Path | None = None, whole_photo: bool = False,
-                    plant_side: float | None = None, progress: bool = True) -> LabelEvaluation:
-    """Count every labelled photo of `data` with the detector of `settings` (see the module doc)."""
+                    plant_side: float | None = None, progress: bool = True,
+                    detector_class: str | None = None) -> LabelEvaluation:
+    """Count every labelled photo of `data` with the detector of `settings` (see the module doc).
+
+    `detector_class` scores that class of the detector against the labels of the same name instead of
+    the counted classes; ValueError when the detector or the labels lack it.
+    """
     from app.ml.pipeline import pipeline_counter
     from app.ml.registry import ModelRegistry
 
+    if detector_class is not None:
+        settings = scoring_one_class(settings, detector_class)
     registry = ModelRegistry(settings)
     card = registry_card(settings)
     thresholds = tuple(sorted({*THRESHOLDS, round(settings.detection_confidence, 4)}))
@@ -89,8 +116,10 @@ def evaluate_labels(data: Path, settings: Settings, counts_file: Path | None = N
         counts = read_counts(counts_file)
         paths = _photos_of(data, list(counts))
         items: list[tuple[str, Path, Any]] = [(name, paths[name], true) for name, true in counts.items()]
+        classes = tuple(settings.detection_count_classes)
     else:
         labels = _counted_labels(data, settings, card, plant_side)
+        classes = labels.classes
         items = [(p.name, p.image, p) for p in labels.photos]
     for number, (name, path, truth) in enumerate(items, 1):
         image = decode_rgb(path.read_bytes())
@@ -101,7 +130,7 @@ def evaluate_labels(data: Path, settings: Settings, counts_file: Path | None = N
         if progress:
             print(f"counted {number}/{len(items)} {name}", file=sys.stderr, flush=True)
     in_use = score(results, thresholds.index(round(settings.detection_confidence, 4)), thresholds)
-    return LabelEvaluation(card.id, in_use, choose_threshold(results, thresholds), results, thresholds)
+    return LabelEvaluation(card.id, classes, in_use, choose_threshold(results, thresholds), results, thresholds)
 
 
 def registry_card(settings: Settings) -> ModelCard:
@@ -133,7 +162,7 @@ def print_report(evaluation: LabelEvaluation) -> None:
         counted = p.counted[index]
         error = abs(counted - p.true_count) / p.true_count if p.true_count else float(counted != 0)
         print(f"{p.name[:32]:<32} {p.true_count:>6} {counted:>8} {error:>7.1%}")
-    print(f"\nmodel {evaluation.model}")
+    print(f"\nmodel {evaluation.model}, classes {', '.join(evaluation.classes)}")
     for label, s in (("in use", evaluation.in_use), ("best", evaluation.best)):
         pr = "" if s.precision is None else f"  precision {s.precision:.3f}  recall {s.recall:.3f}"
         print(f"{label:>6}: threshold {s.threshold:.2f}  count MAPE {s.count_mape:.2%}  worst photo "

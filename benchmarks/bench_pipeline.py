@@ -163,24 +163,32 @@ class Services:
             return False
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds (user + system) spent so far by each service's process tree, and by the
-        local Redis and PostgreSQL servers and this benchmark (the HTTP client)."""
+        """CPU seconds (user + system) spent so far by each service's process tree, by the Redis
+        server of the benchmark's port, by PostgreSQL's backends of the benchmark's database and
+        its own server processes (other databases' backends, a shared machine's, left out), and by
+        this benchmark (the HTTP client)."""
         import psutil
 
         def tree(process: psutil.Process) -> float:
-            total = 0.0
-            for member in [process, *process.children(recursive=True)]:
-                try:
-                    times = member.cpu_times()
-                    total += times.user + times.system
-                except psutil.NoSuchProcess:
-                    pass
-            return total
+            return sum(_cpu(member) for member in [process, *process.children(recursive=True)])
 
         seconds = {name: tree(psutil.Process(p.pid)) for name, p in zip(self.names, self.processes, strict=True)}
-        for server in ("redis-server", "postgres"):
-            seconds[server] = sum(tree(p) for p in psutil.process_iter(["name"])
-                                  if p.info["name"] == server and p.ppid() in (0, 1))
+        redis_port = self.env["BROKER_URL"].rsplit(":", 1)[-1].split("/")[0]
+        seconds["redis-server"] = sum(tree(p) for p in psutil.process_iter(["name", "cmdline"])
+                                      if p.info["name"] == "redis-server"
+                                      and any(part.endswith(f":{redis_port}") for part in p.info["cmdline"] or []))
+        seconds["postgres backends"] = seconds["postgres server"] = 0.0
+        for server in (p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres" and p.ppid() in (0, 1)):
+            seconds["postgres server"] += _cpu(server)
+            for member in server.children():
+                try:
+                    title = " ".join(member.cmdline())
+                except psutil.Error:
+                    continue
+                if f" {BENCH_DB} " in title:
+                    seconds["postgres backends"] += _cpu(member)
+                elif "(" not in title and "[local]" not in title:  # no client address: a server process
+                    seconds["postgres server"] += _cpu(member)
         seconds["client"] = time.process_time()
         return seconds
 
@@ -189,6 +197,17 @@ class Services:
             process.terminate()
         for process in self.processes:
             process.wait(timeout=60)
+
+
+def _cpu(process: Any) -> float:
+    """A psutil process's CPU seconds (user + system); 0 once it has gone."""
+    import psutil
+
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 FINAL = {"completed", "warning", "failed"}
@@ -624,13 +643,14 @@ def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
     pipeline_s: list[float] = []
     noop_s: list[float] = []
     decode_s: list[float] = []
-    gpu_cpu: list[float] = []
+    round_cpu: list[dict[str, float]] = []
     try:
         queued_first(services.port, photos[:2])  # warm: connections open, every photo recorded
         for _ in range(rounds):  # the three alternate, so a busy spell of the machine touches all of them
-            cpu_before = services.cpu_seconds()["gpu"]
+            cpu_before = services.cpu_seconds()
             pipeline_s.append(queued_first(services.port, photos))
-            gpu_cpu.append(services.cpu_seconds()["gpu"] - cpu_before)
+            cpu_after = services.cpu_seconds()
+            round_cpu.append({name: cpu_after[name] - cpu_before[name] for name in cpu_after})
             noop_s.append(noop_chords(n_photos, max(1, round(fan_out))))
             decode_s.append(decode_loop(photos))
     finally:
@@ -645,7 +665,10 @@ def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
         "chords_per_s_noop": round(n_photos / median(noop_s), 2),
         "photos_per_s_decode_only": round(n_photos / median(decode_s), 2),
         "null_model_vs_noop_chord": round(median([c / p for p, c in zip(pipeline_s, noop_s, strict=True)]), 3),
-        "gpu_worker_cpu_ms_per_photo": round(median(gpu_cpu) * 1000 / n_photos, 1),
+        "gpu_worker_cpu_ms_per_photo": round(median([c["gpu"] for c in round_cpu]) * 1000 / n_photos, 1),
+        # Every process's CPU over the same windows (the uploads included, as queued_first times them).
+        "cpu_ms_per_photo_by_process": {name: round(median([c[name] for c in round_cpu]) * 1000 / n_photos, 1)
+                                        for name in round_cpu[0]},
         "host_ms_per_photo_by_stage": host_ms,
         "calls_per_photo_by_stage": calls,
     }

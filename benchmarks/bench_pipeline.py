@@ -9,7 +9,9 @@
 With --null-model, the GPU worker is benchmarks/null_gpu_worker.py: the real pipeline with a
 stand-in network of zero cost (regions and detections replayed from a real run on the same
 photos), so what is measured is everything but the network: photos/s of one GPU worker, its
-host ms per photo by stage, beside a no-op chord of the same fan-out and a bare decode loop.
+host ms per photo by stage, beside a no-op chord of the same fan-out and a bare decode loop,
+and the CPU ms of every process per photo (while uploading; while counting, until the
+annotated images are stored) and per no-op chord.
 
 Needs the local Redis and PostgreSQL (as the tests do). Starts the production entrypoints as
 subprocesses (a uvicorn API, one GPU solo worker, one CPU prefork worker with one process,
@@ -63,6 +65,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -163,24 +166,32 @@ class Services:
             return False
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds (user + system) spent so far by each service's process tree, and by the
-        local Redis and PostgreSQL servers and this benchmark (the HTTP client)."""
+        """CPU seconds (user + system) spent so far by each service's process tree, by the Redis
+        server of the benchmark's port, by PostgreSQL's backends of the benchmark's database and
+        its own server processes (other databases' backends, a shared machine's, left out), and by
+        this benchmark (the HTTP client)."""
         import psutil
 
         def tree(process: psutil.Process) -> float:
-            total = 0.0
-            for member in [process, *process.children(recursive=True)]:
-                try:
-                    times = member.cpu_times()
-                    total += times.user + times.system
-                except psutil.NoSuchProcess:
-                    pass
-            return total
+            return sum(_cpu(member) for member in [process, *process.children(recursive=True)])
 
         seconds = {name: tree(psutil.Process(p.pid)) for name, p in zip(self.names, self.processes, strict=True)}
-        for server in ("redis-server", "postgres"):
-            seconds[server] = sum(tree(p) for p in psutil.process_iter(["name"])
-                                  if p.info["name"] == server and p.ppid() in (0, 1))
+        redis_port = self.env["BROKER_URL"].rsplit(":", 1)[-1].split("/")[0]
+        seconds["redis-server"] = sum(tree(p) for p in psutil.process_iter(["name", "cmdline"])
+                                      if p.info["name"] == "redis-server"
+                                      and any(part.endswith(f":{redis_port}") for part in p.info["cmdline"] or []))
+        seconds["postgres backends"] = seconds["postgres server"] = 0.0
+        for server in (p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres" and p.ppid() in (0, 1)):
+            seconds["postgres server"] += _cpu(server)
+            for member in server.children():
+                try:
+                    title = " ".join(member.cmdline())
+                except psutil.Error:
+                    continue
+                if f" {BENCH_DB} " in title:
+                    seconds["postgres backends"] += _cpu(member)
+                elif "(" not in title and "[local]" not in title:  # no client address: a server process
+                    seconds["postgres server"] += _cpu(member)
         seconds["client"] = time.process_time()
         return seconds
 
@@ -189,6 +200,17 @@ class Services:
             process.terminate()
         for process in self.processes:
             process.wait(timeout=60)
+
+
+def _cpu(process: Any) -> float:
+    """A psutil process's CPU seconds (user + system); 0 once it has gone."""
+    import psutil
+
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 FINAL = {"completed", "warning", "failed"}
@@ -229,18 +251,24 @@ def upload_and_wait(port: int, photos: list[bytes],
     return counted, rendered
 
 
-def queued_first(port: int, photos: list[bytes]) -> float:
+def queued_first(port: int, photos: list[bytes], on_start: Callable[[], object] | None = None) -> float:
     """Seconds to count photos that were all uploaded while the GPU worker was paused: the
-    pipeline without the uploads' share of the CPU."""
+    pipeline without the uploads' share of the CPU. `on_start()` runs once they are uploaded,
+    just before the GPU worker resumes and the clock starts."""
     from app.celery_app import app
     from app.names import gpu_queue
 
     queue = gpu_queue(0)
     gpu = [host for reply in app.control.ping(timeout=1.0) or [] for host in reply if host.startswith("gpu0@")]
     app.control.cancel_consumer(queue, destination=gpu, reply=True)
+
+    def resume() -> None:
+        if on_start is not None:
+            on_start()
+        app.control.add_consumer(queue, destination=gpu, reply=True)
+
     try:
-        counted, _ = upload_and_wait(port, photos,
-                                     before_start=lambda: app.control.add_consumer(queue, destination=gpu, reply=True))
+        counted, _ = upload_and_wait(port, photos, before_start=resume)
     except BaseException:
         app.control.add_consumer(queue, destination=gpu, reply=True)
         raise
@@ -605,6 +633,12 @@ def decode_loop(photos: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
+def cpu_ms_per_item(rounds: list[dict[str, float]], items: int) -> dict[str, float]:
+    """Median CPU ms per item of each process over the rounds' CPU seconds, and their total."""
+    per_item = {name: round(median([r[name] for r in rounds]) * 1000 / items, 1) for name in rounds[0]}
+    return {**per_item, "total": round(sum(per_item.values()), 1)}
+
+
 def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
     """The real pipeline with a zero-cost network (benchmarks/null_gpu_worker.py): what is left is host work."""
     from tests.utils.photos import synthetic_jpeg
@@ -624,14 +658,25 @@ def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
     pipeline_s: list[float] = []
     noop_s: list[float] = []
     decode_s: list[float] = []
-    gpu_cpu: list[float] = []
+    # CPU seconds of every process, per round: while the photos are uploaded, while they are counted
+    # (the timed window), and during the no-op chords.
+    cpu: dict[str, list[dict[str, float]]] = {"uploading": [], "counting": [], "noop": []}
+    marks: list[dict[str, float]] = []
+
+    def mark() -> None:
+        marks.append(services.cpu_seconds())
+
     try:
         queued_first(services.port, photos[:2])  # warm: connections open, every photo recorded
         for _ in range(rounds):  # the three alternate, so a busy spell of the machine touches all of them
-            cpu_before = services.cpu_seconds()["gpu"]
-            pipeline_s.append(queued_first(services.port, photos))
-            gpu_cpu.append(services.cpu_seconds()["gpu"] - cpu_before)
+            marks.clear()
+            mark()
+            pipeline_s.append(queued_first(services.port, photos, on_start=mark))
+            mark()
             noop_s.append(noop_chords(n_photos, max(1, round(fan_out))))
+            mark()
+            for window, (before, after) in zip(cpu, pairwise(marks), strict=True):
+                cpu[window].append({name: after[name] - before[name] for name in after})
             decode_s.append(decode_loop(photos))
     finally:
         services.stop()
@@ -645,7 +690,10 @@ def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
         "chords_per_s_noop": round(n_photos / median(noop_s), 2),
         "photos_per_s_decode_only": round(n_photos / median(decode_s), 2),
         "null_model_vs_noop_chord": round(median([c / p for p, c in zip(pipeline_s, noop_s, strict=True)]), 3),
-        "gpu_worker_cpu_ms_per_photo": round(median(gpu_cpu) * 1000 / n_photos, 1),
+        "gpu_worker_cpu_ms_per_photo": round(median([c["gpu"] for c in cpu["counting"]]) * 1000 / n_photos, 1),
+        "cpu_ms_per_photo_counting": cpu_ms_per_item(cpu["counting"], n_photos),
+        "cpu_ms_per_photo_uploading": cpu_ms_per_item(cpu["uploading"], n_photos),
+        "cpu_ms_per_chord_noop": cpu_ms_per_item(cpu["noop"], n_photos),
         "host_ms_per_photo_by_stage": host_ms,
         "calls_per_photo_by_stage": calls,
     }

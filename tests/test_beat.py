@@ -65,8 +65,15 @@ def test_beat_sends_the_sweeper_and_the_cpu_worker_fails_stale_sessions(workers:
     assert session.finished_at is not None
     with db_session() as db:
         assert repository.get_session(db, photo_id=recent).status == SessionStatus.PROCESSING
-        letters = db.scalars(select(DeadLetter).where(DeadLetter.photo_id == stuck)).all()
-        assert [letter.exception_type for letter in letters] == ["StaleSession"]
-    swept = [line for line in workers.logs("cpu") if line.get("event") == "stale sessions swept"
-             and stuck in (line.get("photo_ids") or [])]
+    # The sweeper fails the session, then records its dead letter and logs the sweep: wait for both.
+    deadline = time.monotonic() + 30
+    while True:
+        with db_session() as db:
+            letters = db.scalars(select(DeadLetter).where(DeadLetter.photo_id == stuck)).all()
+        swept = [line for line in workers.logs("cpu") if line.get("event") == "stale sessions swept"
+                 and stuck in (line.get("photo_ids") or [])]
+        if (letters and swept) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [letter.exception_type for letter in letters] == ["StaleSession"]
     assert len(swept) == 1

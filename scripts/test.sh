@@ -44,9 +44,9 @@ shard() {  # shard NAME VAR=VALUE... -- PYTEST_ARGUMENTS...
     shift
     env "${environment[@]}" "$VENV_PY" -m pytest "$@" >"$logs/$name.log" 2>&1
 }
-shard fault-tests TEST_REDIS_DB=14 -- tests/test_nothing_lost.py &
+shard fault-tests TEST_REDIS_DB=14 -- tests/test_nothing_lost.py tests/test_reliability.py &
 fault_tests=$!
-shard redis TEST_REDIS_DB=12 -- --ignore=tests/test_nothing_lost.py &
+shard redis TEST_REDIS_DB=12 -- --ignore=tests/test_nothing_lost.py --ignore=tests/test_reliability.py &
 redis=$!
 # The RabbitMQ passes (classic queues, then quorum queues) one after the other: the memory-alarm test blocks
 # every publisher on the node for a moment.

@@ -64,7 +64,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 from statistics import median
@@ -425,19 +426,29 @@ def steady_stream(port: int, photos: list[bytes], rate: float, duration: float) 
     return ids_of(uploaded)
 
 
-def steady_run(n_photos: int, duration: float, load: float) -> dict[str, Any]:
-    """Upload-to-completed p95 under a steady stream at `load` x the measured throughput, against the
-    latency of one photo alone (the median of 3), on the real models."""
+@contextmanager
+def warm_services(n_photos: int, prefix: str) -> Iterator[tuple[Services, list[bytes]]]:
+    """API and workers on a fresh data directory, warmed on two photos (models loaded, connections
+    open), with `n_photos` synthetic photos (seeds 9600...) to send; stopped on the way out."""
     from tests.utils.photos import synthetic_jpeg
 
-    data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-steady-"))
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     env = configure_environment(data_dir)
     reset_services()
     photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
     services = Services(env, data_dir)
     services.start()
     try:
-        upload_and_wait(services.port, photos[:2])  # warm: models loaded, connections open
+        upload_and_wait(services.port, photos[:2])
+        yield services, photos
+    finally:
+        services.stop()
+
+
+def steady_run(n_photos: int, duration: float, load: float) -> dict[str, Any]:
+    """Upload-to-completed p95 under a steady stream at `load` x the measured throughput, against the
+    latency of one photo alone (the median of 3), on the real models."""
+    with warm_services(n_photos, "demeter-bench-steady-") as (services, photos):
         throughput = n_photos / queued_first(services.port, photos)  # photos/s of this machine, queued up
         alone = []
         for data in photos[:3]:
@@ -450,8 +461,6 @@ def steady_run(n_photos: int, duration: float, load: float) -> dict[str, Any]:
         ids = steady_stream(services.port, photos, rate, duration)
         wait_counted(ids)
         stream = latencies(ids)
-    finally:
-        services.stop()
     single = median(alone)
     return {
         "photos_per_s_measured": round(throughput, 3),
@@ -470,14 +479,7 @@ def steady_run(n_photos: int, duration: float, load: float) -> dict[str, Any]:
 def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
     from tests.utils.photos import synthetic_jpeg
 
-    data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-"))
-    env = configure_environment(data_dir)
-    reset_services()
-    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
-    services = Services(env, data_dir)
-    services.start()
-    try:
-        upload_and_wait(services.port, photos[:2])  # warm: models loaded, connections open
+    with warm_services(n_photos, "demeter-bench-") as (services, photos):
         rss_warm = gpu_worker_rss_kb()
         inprocess = InProcess()
         # Rounds alternate the pipeline and the in-process run, so a slow spell of the machine
@@ -534,8 +536,6 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
             result[f"gpu_worker_rss_kb_after_{rss_photos}"] = last
             result["rss_growth_ratio"] = round(last / rss_first, 4)
         return result
-    finally:
-        services.stop()
 
 
 def broker_env(broker: str) -> dict[str, str]:

@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
-from app.config import PROJECT_ROOT, Settings
+from app.config import Settings
 from app.ml import catalog
-from app.ml.cards import card_path, weights_digest
 from tests.utils.logs import wait_for_lines
 from tests.utils.processes import IsolatedBroker
+from tests.utils.trained import trained_model
 
 PROCESS_INFO = "app.tasks.maintenance.process_info"
 
 
-def _trained(root: Path, name: str, threshold: float) -> Path:
-    """A model directory as `demeter train` writes it (the shipped weights, a card of its own)."""
-    weights = root / name / "plant_det.pt"
-    weights.parent.mkdir(parents=True)
-    shutil.copyfile(PROJECT_ROOT / "models" / "plant_det.pt", weights)
-    digest = weights_digest(weights)
-    card_path(weights).write_text(json.dumps({
-        "id": f"{name}@{digest[:12]}", "model": name, "task": "detect", "weights_sha256": digest,
-        "classes": ["plant"], "counted_classes": ["plant"], "confidence_threshold": threshold}))
-    return weights
-
-
 def test_a_recycled_worker_loads_the_newly_chosen_model(isolated_broker: IsolatedBroker, tmp_path: Path) -> None:
     trained = tmp_path / "trained"
-    weights = _trained(trained, "bench-a", threshold=0.3)
+    weights = trained_model(trained, "bench-a", threshold=0.3)
     settings = Settings(trained_models_dir=trained)
     catalog.use_model(settings, "bench-a")
     workers = isolated_broker.workers

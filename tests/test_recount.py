@@ -3,8 +3,6 @@ parent/region/aggregation tasks, its difference written once per region and mode
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
 import uuid
@@ -15,25 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app import recount
-from app.config import PROJECT_ROOT
 from app.db.listings import StockFilters, list_movements
 from app.db.models import ProcessingSession, Region, StockBatch, StockMovement
 from app.db.session import db_session
 from app.intake import submit_photo
-from app.ml.cards import card_path, weights_digest
 from tests.utils.photos import synthetic_jpeg, wait_final
 from tests.utils.processes import IsolatedBroker
-
-
-def _trained(root: Path, name: str, threshold: float) -> None:
-    """A model directory as `demeter train` writes it: the shipped weights with a card (and threshold) of its own."""
-    weights = root / name / "plant_det.pt"
-    weights.parent.mkdir(parents=True)
-    shutil.copyfile(PROJECT_ROOT / "models" / "plant_det.pt", weights)
-    digest = weights_digest(weights)
-    card_path(weights).write_text(json.dumps({
-        "id": f"{name}@{digest[:12]}", "model": name, "task": "detect", "weights_sha256": digest,
-        "classes": ["plant"], "counted_classes": ["plant"], "confidence_threshold": threshold}))
+from tests.utils.trained import trained_model
 
 
 def _region_counts(photo_id: int, recount_model: str) -> dict[int, int]:
@@ -66,8 +52,8 @@ def _recount(photo_id: int, model: str, isolated_broker: IsolatedBroker) -> bool
 @pytest.mark.timeout(900)
 def test_a_recount_writes_each_regions_difference_once(isolated_broker: IsolatedBroker, tmp_path: Path) -> None:
     trained = tmp_path / "trained"
-    _trained(trained, "strict-a", threshold=0.8)  # fewer plants than the shipped 0.35: a difference to write
-    _trained(trained, "middle-b", threshold=0.5)
+    trained_model(trained, "strict-a", threshold=0.8)  # fewer plants than the shipped 0.35: a difference to write
+    trained_model(trained, "middle-b", threshold=0.5)
     env = {"TRAINED_MODELS_DIR": str(trained), "DETECTION_RUNTIME": "torch"}
     workers = isolated_broker.workers
     workers.start("gpu", ["-m", "workers.supervise", sys.executable, "-m", "workers.gpu"], env=env)

@@ -16,10 +16,12 @@ ones at all. Its management API (BROKER_API) does give counts: ready and unackno
 queue. Counts cannot say which photo a message is for, so on RabbitMQ a photo counts as lost only
 when the task queues hold no message at all, in two looks further apart than the API refreshes its
 figures (`collect_statistics_interval`, 5 s by default); while they hold any, every photo may be one
-of them and none is called lost. Without BROKER_API nothing can be seen (`Unseen`): the reconciler
-then does nothing and relies on what RabbitMQ itself keeps (durable queues, persistent messages
-confirmed to the publisher, a closed connection's deliveries requeued), and the sweeper falls back
-to age alone, as on the embedded filesystem broker.
+of them and none is called lost. Without BROKER_API only the ready messages can be counted (a
+passive queue declaration): while any task waits, every photo may be one of them (a backlog is not
+a failure); with none waiting the unacknowledged ones still cannot be seen (`Unseen`): the
+reconciler then does nothing and relies on what RabbitMQ itself keeps (durable queues, persistent
+messages confirmed to the publisher, a closed connection's deliveries requeued), and the sweeper
+falls back to age alone, as on the embedded filesystem broker.
 
 Used by the stale-session sweeper (never fail a photo whose work is alive) and the reconciler
 (re-enqueue photos whose work is gone), both cpu-queue tasks on the cpu worker.
@@ -28,6 +30,7 @@ Used by the stale-session sweeper (never fail a photo whose work is alive) and t
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Iterator
@@ -146,6 +149,8 @@ def _photos_without_work_amqp(celery: Celery, candidates: set[int]) -> set[int] 
     MANAGEMENT_REFRESH_SECONDS apart, else none (any message may be a candidate's)."""
     api = get_settings().broker_api
     if not api:
+        if ready_messages_amqp(celery):
+            return set()  # a backlog: any waiting message may be a candidate's
         return Unseen("RabbitMQ shows unacknowledged messages only through its management API, and BROKER_API "
                       "is not set; its durable queues and redelivery of a closed connection's tasks keep the work")
     for attempt in range(2):
@@ -158,6 +163,34 @@ def _photos_without_work_amqp(celery: Celery, candidates: set[int]) -> set[int] 
         if queued > OWN_DELIVERIES:
             return set()
     return candidates
+
+
+def ready_messages_amqp(celery: Celery) -> int:
+    """Messages waiting (ready, not yet delivered) in the declared task queues, from a passive
+    `queue.declare` of each (AMQP 0-9-1 answers with the queue's ready `message-count`; the
+    unacknowledged ones it does not count). 0 when RabbitMQ does not answer: nothing seen."""
+    connection = celery.connection_for_write()
+    total = 0
+    try:
+        with connection:
+            for queue in celery.conf.task_queues or ():
+                if is_work_queue(queue.name):
+                    total += _ready(connection, queue.name)
+    except (OSError, *connection.connection_errors):
+        return 0
+    return total
+
+
+def _ready(connection: Connection, queue: str) -> int:
+    """Ready messages of one queue; 0 for a queue not declared yet (its 404 closes only this channel)."""
+    channel = connection.channel()
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except connection.channel_errors:
+        return 0
+    finally:
+        with contextlib.suppress(*connection.channel_errors, *connection.connection_errors):
+            channel.close()
 
 
 def is_work_queue(name: str) -> bool:

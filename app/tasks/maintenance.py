@@ -29,7 +29,8 @@ def sweep_stale_sessions(self: HousekeepingTask, max_age_seconds: int | None = N
 
     A photo whose task is still queued, reserved or running (app/inflight.py) is never failed, however
     long it waited: a backlog is not a failure. Only when the broker's work cannot be seen (the embedded
-    filesystem broker, RabbitMQ without BROKER_API) does age alone decide; the log says why.
+    filesystem broker, RabbitMQ without BROKER_API and no task waiting in its queues) does age alone
+    decide; the log says why.
     """
     max_age = max_age_seconds if max_age_seconds is not None else get_settings().stale_session_seconds
     cutoff = utcnow() - timedelta(seconds=max_age)

@@ -232,6 +232,16 @@ def test_a_two_minute_database_outage_is_waited_out(
         proxy.close()
 
 
+def _wait_for_status(photo_id: int, status: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db_session() as db:
+            if repository.get_session(db, photo_id=photo_id).status == status:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"photo {photo_id} never reached {status}")
+
+
 def test_a_region_failing_while_the_database_is_away_is_spooled_and_its_photo_still_counted(
     isolated_broker: IsolatedBroker, faults: Faults, database: str
 ) -> None:
@@ -245,10 +255,12 @@ def test_a_region_failing_while_the_database_is_away_is_spooled_and_its_photo_st
         via_proxy = database.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
         start_workers(isolated_broker, faults, visibility_timeout=DEFAULT_VISIBILITY_TIMEOUT,
                       gpu_env={"DATABASE_URL": via_proxy, "RETRY_BACKOFF": "1"})
-        faults.set({"ml.count_region": {"delay": 1.0}})
+        # The photo's load waits 2 s, so region 0's fault is in place before its first try; the database
+        # is cut once the parent's one transaction (session `processing`, regions saved) has committed.
+        faults.set({"storage.get": {"delay": 2.0}})
         submission = submit_photo(synthetic_jpeg(9580, **SMALL), celery=isolated_broker.app)
-        _wait_for_log(isolated_broker, "gpu", "photo segmented")
         faults.set({"ml.count_region": {"fail_first": 99, "keys": [f"{submission.photo_id}:0"]}})
+        _wait_for_status(submission.photo_id, "processing")
         proxy.cut()
         _wait_for_log(isolated_broker, "gpu", "dead letter spooled until the database is back")
         proxy.restore()

@@ -359,19 +359,24 @@ def test_an_outage_past_its_deadline_is_dead_lettered_without_the_database_and_n
         proxy.close()
 
 
+def _stored_never_enqueued(seed: int, correlation_id: str) -> int:
+    """A photo stored and recorded with its session, whose task was never sent: no work anywhere."""
+    from app.storage import get_storage, new_key
+
+    key = new_key("original", "jpg")
+    get_storage().put(key, synthetic_jpeg(seed, **SMALL), "image/jpeg")
+    with db_session() as db:
+        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
+                                           size_bytes=1, correlation_id=correlation_id)
+        return photo.id
+
+
 def test_two_sweeps_at_once_fail_a_stuck_photo_once(isolated_broker: IsolatedBroker) -> None:
     """Two sweeper runs in parallel (two cpu processes) over the same photo with no work left: one of them
     fails it, with one dead letter; neither crashes."""
-    from app.storage import get_storage, new_key
-
     isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=2"])
     isolated_broker.wait_ready(["cpu"])
-    key = new_key("original", "jpg")
-    get_storage().put(key, synthetic_jpeg(9595, **SMALL), "image/jpeg")
-    with db_session() as db:
-        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
-                                           size_bytes=1, correlation_id="stuck-twice")
-        photo_id = photo.id  # never enqueued: no work anywhere
+    photo_id = _stored_never_enqueued(9595, "stuck-twice")
 
     sweeps = [isolated_broker.send(names.SWEEP_TASK, "cpu", [0]) for _ in range(2)]
     results = [sweep.get(timeout=120) for sweep in sweeps]
@@ -385,16 +390,9 @@ def test_the_reconciler_gives_up_after_its_attempts_with_a_dead_letter(isolated_
     """A photo whose work keeps vanishing (its queue emptied after each re-enqueue, as a broker that loses
     it every time) is re-enqueued RECONCILE_MAX_ATTEMPTS (3) times, then failed and dead-lettered as
     `WorkLost`. The grace is passed as 0 s instead of RECONCILE_GRACE_SECONDS=30, the only change."""
-    from app.storage import get_storage, new_key
-
     isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"])
     isolated_broker.wait_ready(["cpu"])
-    key = new_key("original", "jpg")
-    get_storage().put(key, synthetic_jpeg(9596, **SMALL), "image/jpeg")
-    with db_session() as db:
-        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
-                                           size_bytes=1, correlation_id="lost-every-time")
-        photo_id = photo.id
+    photo_id = _stored_never_enqueued(9596, "lost-every-time")
     client = _redis(isolated_broker)
 
     outcomes = []
@@ -418,17 +416,10 @@ def test_without_the_management_api_the_reconciler_on_rabbitmq_requeues_nothing_
     """RabbitMQ without BROKER_API (this machine's has no management plugin): a photo with no work
     anywhere is not re-enqueued, since a photo whose task runs unacknowledged would look the same;
     the cpu worker logs the reason. Grace 0 s instead of RECONCILE_GRACE_SECONDS=30, the only change."""
-    from app.storage import get_storage, new_key
-
     isolated_broker.workers.start("cpu", ["-m", "workers.cpu", "--queues=cpu,io", "--concurrency=1"],
                                   env={"BROKER_API": ""})
     isolated_broker.wait_ready(["cpu"])
-    key = new_key("original", "jpg")
-    get_storage().put(key, synthetic_jpeg(9597, **SMALL), "image/jpeg")
-    with db_session() as db:
-        photo, _ = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024, height=768,
-                                           size_bytes=1, correlation_id="unseen-on-rabbitmq")
-        photo_id = photo.id  # never enqueued: on Redis the reconciler would re-enqueue it
+    photo_id = _stored_never_enqueued(9597, "unseen-on-rabbitmq")  # on Redis the reconciler would re-enqueue it
     time.sleep(1.1)  # unchanged for longer than the grace
 
     outcome = isolated_broker.send(names.RECONCILE_TASK, "cpu", [0]).get(timeout=120)

@@ -5,6 +5,11 @@
     .venv/bin/python benchmarks/bench_pipeline.py --null-model [--photos 8] [--rounds 3]
     .venv/bin/python benchmarks/bench_pipeline.py --brokers redis,amqp,amqp-quorum [--photos 6] [--rounds 3]
     .venv/bin/python benchmarks/bench_pipeline.py --steady [--photos 20] [--duration 180] [--load 0.8]
+    python benchmarks/bench_pipeline.py --size 4000x3000 [--photos 10] [--rounds 2]   # on a GPU machine
+
+--size sets the synthetic photos' size (2048x1536 by default). Where nvidia-smi answers, the default
+run also reports `gpu_busy_share`: the mean of nvidia-smi's `utilization.gpu` (the share of time in
+which at least one kernel ran, sampled every 200 ms) while the pipeline rounds run, and the GPU's name.
 
 With --null-model, the GPU worker is benchmarks/null_gpu_worker.py: the real pipeline with a
 stand-in network of zero cost (regions and detections replayed from a real run on the same
@@ -58,6 +63,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,11 +83,13 @@ sys.path.insert(0, str(ROOT))
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "2"))  # broker; the next one holds the results
 AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
-POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 HEADERS: dict[str, str] = {}  # the benchmark's API key, made by reset_services()
 BENCH_DB = os.environ.get("BENCH_DATABASE", "demeter_bench")  # recreated at every run
 BROKERS = ("redis", "amqp", "amqp-quorum")
 NOOP_CHORDS, NOOP_FAN_OUT = 30, 4  # --brokers: no-op chords per round, children each (a photo of 4 regions)
+CPU_CONCURRENCY = os.environ.get("BENCH_CPU_CONCURRENCY", "1")  # the cpu worker's processes
+PHOTO_SIZE = (2048, 1536)  # width, height of the synthetic photos; --size
 
 
 def _free_port() -> int:
@@ -122,7 +130,8 @@ class Services:
     """The API and the workers, as the production entrypoints run them."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, gpu_command: list[str] | None = None) -> None:
-        self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+        self.env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get(
+            "PYTHONPATH")]))}
         self.gpu_command = gpu_command or ["-m", "workers.gpu"]
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +143,7 @@ class Services:
         commands = {
             "api": ["-m", "app", "api", "--port", str(self.port)],
             "gpu": self.gpu_command,
-            "cpu": ["-m", "workers.cpu", "--concurrency=1"],
+            "cpu": ["-m", "workers.cpu", f"--concurrency={CPU_CONCURRENCY}"],
             "io": ["-m", "workers.io", "--concurrency=4"],
         }
         for name, args in commands.items():
@@ -215,6 +224,47 @@ def _cpu(process: Any) -> float:
 
 
 FINAL = {"completed", "warning", "failed"}
+
+
+def bench_photo(seed: int) -> bytes:
+    """A synthetic bench photo of PHOTO_SIZE as JPEG bytes."""
+    from tests.utils.photos import synthetic_jpeg
+
+    return synthetic_jpeg(seed, *PHOTO_SIZE)
+
+
+class GpuBusy:
+    """The share of time the GPU ran kernels while sampling: nvidia-smi's `utilization.gpu` (percent of the
+    sample period in which one or more kernels executed; nvidia-smi's own documentation), every 200 ms.
+    Samples only between start() and stop(); `share` is None where there is no nvidia-smi."""
+
+    def __init__(self) -> None:
+        self.available = shutil.which("nvidia-smi") is not None
+        self.samples: list[float] = []
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        if self.available:
+            self._process = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"],
+                stdout=subprocess.PIPE, text=True)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            output, _ = self._process.communicate(timeout=10)
+            self.samples += [float(line) for line in output.split() if line.strip().isdigit()]
+            self._process = None
+
+    @property
+    def share(self) -> float | None:
+        return round(sum(self.samples) / len(self.samples) / 100, 3) if self.samples else None
+
+    def device_name(self) -> str | None:
+        if not self.available:
+            return None
+        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True, check=False).stdout.strip() or None
 
 
 def upload_and_wait(port: int, photos: list[bytes],
@@ -373,9 +423,7 @@ def wait_counted(photo_ids: list[int], timeout: float = 1200) -> None:
 
 def latency_run(priorities: list[str], n_photos: int) -> dict[str, Any]:
     """Per BACKGROUND_CPU_PRIORITY: n photos uploaded at once through the API, then `latencies`."""
-    from tests.utils.photos import synthetic_jpeg
-
-    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
+    photos = [bench_photo(9600 + i) for i in range(n_photos)]
     result: dict[str, Any] = {"photos": n_photos}
     for priority in priorities:
         data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-"))
@@ -430,12 +478,10 @@ def steady_stream(port: int, photos: list[bytes], rate: float, duration: float) 
 def warm_services(n_photos: int, prefix: str) -> Iterator[tuple[Services, list[bytes]]]:
     """API and workers on a fresh data directory, warmed on two photos (models loaded, connections
     open), with `n_photos` synthetic photos (seeds 9600...) to send; stopped on the way out."""
-    from tests.utils.photos import synthetic_jpeg
-
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     env = configure_environment(data_dir)
     reset_services()
-    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
+    photos = [bench_photo(9600 + i) for i in range(n_photos)]
     services = Services(env, data_dir)
     services.start()
     try:
@@ -477,8 +523,6 @@ def steady_run(n_photos: int, duration: float, load: float) -> dict[str, Any]:
 
 
 def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
-    from tests.utils.photos import synthetic_jpeg
-
     with warm_services(n_photos, "demeter-bench-") as (services, photos):
         rss_warm = gpu_worker_rss_kb()
         inprocess = InProcess()
@@ -490,9 +534,12 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
         pipeline_cpu: list[dict[str, float]] = []
         inprocess_cpu: list[float] = []
         rss_first = 0
+        gpu_busy = GpuBusy()
         for _ in range(rounds):
             cpu_before = services.cpu_seconds()
+            gpu_busy.start()
             counted, rendered = upload_and_wait(services.port, photos)  # returns once the workers are idle
+            gpu_busy.stop()
             cpu_after = services.cpu_seconds()
             if not pipeline_s:
                 rss_first = gpu_worker_rss_kb()  # after 2 + n_photos photos: the memory baseline
@@ -508,7 +555,11 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
         ratios = [i / p for i, p in zip(inprocess_s, pipeline_s, strict=True)]
         result: dict[str, Any] = {
             "photos": n_photos,
+            "photo_size": "x".join(map(str, PHOTO_SIZE)),
             "rounds": rounds,
+            "gpu": gpu_busy.device_name(),
+            "gpu_busy_share": gpu_busy.share,
+            "gpu_busy_samples": len(gpu_busy.samples),
             "photos_per_s_pipeline": round(n_photos / median(pipeline_s), 4),
             "photos_per_s_inprocess": round(n_photos / median(inprocess_s), 4),
             "overhead_ratio": round(median(ratios), 4),
@@ -528,7 +579,7 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
         result[f"gpu_worker_rss_kb_after_{n_photos + 2}"] = rss_first
         processed = (rounds + 1) * n_photos + 2
         if rss_photos > processed:
-            distinct = [synthetic_jpeg(9700 + i) for i in range(min(50, rss_photos - processed))]
+            distinct = [bench_photo(9700 + i) for i in range(min(50, rss_photos - processed))]
             extra = [distinct[i % len(distinct)] for i in range(rss_photos - processed)]
             for start in range(0, len(extra), 20):
                 upload_and_wait(services.port, extra[start : start + 20])
@@ -551,15 +602,13 @@ def broker_env(broker: str) -> dict[str, str]:
 
 def broker_run(brokers: list[str], n_photos: int, rounds: int) -> dict[str, Any]:
     """photos/s of the pipeline on each broker, rounds alternating between them; ratios to the first."""
-    from tests.utils.photos import synthetic_jpeg
-
     unknown = set(brokers) - set(BROKERS)
     if unknown:
         raise SystemExit(f"unknown broker(s) {sorted(unknown)}: choose from {', '.join(BROKERS)}")
     data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-brokers-"))
     env = configure_environment(data_dir)
     reset_services()
-    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
+    photos = [bench_photo(9600 + i) for i in range(n_photos)]
     services = {broker: Services({**env, **broker_env(broker)}, data_dir / broker) for broker in brokers}
     apps = {broker: services[broker].celery() for broker in brokers}
     seconds: dict[str, list[float]] = {broker: [] for broker in brokers}
@@ -641,15 +690,13 @@ def cpu_ms_per_item(rounds: list[dict[str, float]], items: int) -> dict[str, flo
 
 def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
     """The real pipeline with a zero-cost network (benchmarks/null_gpu_worker.py): what is left is host work."""
-    from tests.utils.photos import synthetic_jpeg
-
     data_dir = Path(tempfile.mkdtemp(prefix="demeter-bench-null-"))
     env = configure_environment(data_dir)
     # The CPU and io workers at normal priority: under SCHED_IDLE they starve behind any neighbour's load on a
     # shared machine, and with no network running there is nothing of the GPU worker's to protect.
     env["BACKGROUND_CPU_PRIORITY"] = os.environ["BACKGROUND_CPU_PRIORITY"] = "normal"
     reset_services()
-    photos = [synthetic_jpeg(9600 + i) for i in range(n_photos)]
+    photos = [bench_photo(9600 + i) for i in range(n_photos)]
     recording, stages = data_dir / "recording.json", data_dir / "stages.json"
     fan_out = record_null_model(photos, recording)
     worker = [str(ROOT / "benchmarks" / "null_gpu_worker.py"), str(recording), str(stages)]
@@ -715,8 +762,12 @@ def main() -> int:
                         "--load x the measured throughput, against one photo alone")
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of the steady stream")
     parser.add_argument("--load", type=float, default=0.8, help="the steady stream's rate, a share of the throughput")
+    parser.add_argument("--size", default="2048x1536", help="the synthetic photos' WIDTHxHEIGHT in pixels")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    global PHOTO_SIZE
+    width, height = (int(v) for v in args.size.split("x"))
+    PHOTO_SIZE = (width, height)
     if args.brokers:
         result = broker_run(args.brokers.split(","), args.photos, args.rounds)
         print(json.dumps(result, indent=2))

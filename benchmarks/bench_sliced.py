@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_sliced.py           # a table
     .venv/bin/python benchmarks/bench_sliced.py --json    # one JSON document on stdout
     .venv/bin/python benchmarks/bench_sliced.py --quick   # smoke run: 1 photo per size, SAHI at batch 1 and 16
+    python benchmarks/bench_sliced.py --device cuda --runtimes torch   # on a GPU: every variant on cuda:0
 
 Every variant detects over the whole photo (one region: the full frame) with the pipeline's
 settings: slice size (scaled with the photo's long side), overlap, imgsz, confidence, and
@@ -95,6 +96,8 @@ class TimedNetwork:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
         output = self.inner(batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # CUDA returns before the kernels ran: time them, not their launch
         self.seconds += time.perf_counter() - start
         return output
 
@@ -109,12 +112,12 @@ class Variant:
     boxes: list[np.ndarray | None] = dataclasses.field(default_factory=list)
 
 
-def sahi_variant(weights: Path, params: SliceParams, slice_px: int, batch: int) -> Variant:
+def sahi_variant(weights: Path, params: SliceParams, slice_px: int, batch: int, device: torch.device) -> Variant:
     from sahi import AutoDetectionModel
     from sahi.predict import get_sliced_prediction
 
     model = AutoDetectionModel.from_pretrained(model_type="ultralytics", model_path=str(weights),
-                                               confidence_threshold=params.confidence, device="cpu",
+                                               confidence_threshold=params.confidence, device=str(device),
                                                image_size=params.imgsz)
 
     def run(image: np.ndarray) -> np.ndarray:
@@ -130,9 +133,10 @@ def sahi_variant(weights: Path, params: SliceParams, slice_px: int, batch: int) 
     return Variant(f"sahi batch {batch}", run)
 
 
-def engine_variant(weights: Path, params: SliceParams, runtime: Runtime, precision: Precision) -> Variant:
+def engine_variant(weights: Path, params: SliceParams, runtime: Runtime, precision: Precision,
+                   device: torch.device) -> Variant:
     update = {"detection_weights": str(weights), "detection_runtime": runtime, "detection_precision": precision,
-              "device": "cpu"}
+              "device": str(device)}
     settings = Settings().model_copy(update=update)
     detector = ModelRegistry(settings).tile_detector()
     timed = TimedNetwork(detector.network)
@@ -145,7 +149,7 @@ def engine_variant(weights: Path, params: SliceParams, runtime: Runtime, precisi
     return Variant(f"engine {runtime} {precision}", run, network=timed)
 
 
-def model_only_variant(weights: Path, params: SliceParams, slice_px: int) -> Variant:
+def model_only_variant(weights: Path, params: SliceParams, slice_px: int, device: torch.device) -> Variant:
     from ultralytics import YOLO
 
     model = YOLO(str(weights), task="detect")
@@ -156,7 +160,7 @@ def model_only_variant(weights: Path, params: SliceParams, slice_px: int) -> Var
         tiles = [image[y1:y2, x1:x2, ::-1] for x1, y1, x2, y2 in windows]
         for start in range(0, len(tiles), params.batch_size):
             model.predict(tiles[start : start + params.batch_size], imgsz=params.imgsz, conf=params.confidence,
-                          verbose=False)
+                          device=str(device), verbose=False)
 
     return Variant(f"model only (ultralytics predict, batch {params.batch_size})", run)
 
@@ -196,11 +200,11 @@ def paired_ratio(slow: Variant, fast: Variant) -> float:
     return round(statistics.median(s / f for s, f in zip(slow.ms, fast.ms, strict=True)), 2)
 
 
-def engine_pairs(runtimes: list[Runtime]) -> list[tuple[Runtime, Precision]]:
-    """Every installed runtime at every precision it supports on a CPU (OpenVINO: those this CPU has natively)."""
+def engine_pairs(runtimes: list[Runtime], device: torch.device) -> list[tuple[Runtime, Precision]]:
+    """Every installed runtime at every precision it supports on the device (OpenVINO: those this CPU has natively)."""
     runtimes = [r for r in runtimes if importlib.util.find_spec("onnxruntime" if r == "onnx" else r) is not None]
     native = openvino_precisions() if "openvino" in runtimes else ()
-    pairs = [(r, p) for r in runtimes for p in SUPPORTED_PRECISIONS.get((r, "cpu"), ())]
+    pairs = [(r, p) for r in runtimes for p in SUPPORTED_PRECISIONS.get((r, device.type), ())]
     # int8 runs on any CPU (app.ml.quantize builds and guards it); the float types only where they are native.
     return [(r, p) for r, p in pairs if r != "openvino" or p in native or p == "int8"]
 
@@ -220,14 +224,14 @@ def summarise(variant: Variant, reference: Variant | None) -> dict[str, Any]:
 
 
 def bench_size(width: int, height: int, args: argparse.Namespace, params: SliceParams,
-               weights: Path, default_engine: str) -> dict[str, Any]:
+               weights: Path, default_engine: str, device: torch.device) -> dict[str, Any]:
     slice_px = params.slice_pixels(width, height)
     print(f"{width}x{height}: rendering {len(args.seeds)} photos", file=sys.stderr, flush=True)
     rendered = [render_photo(seed, width, height) for seed in args.seeds]
     photos = [p.image for p in rendered]
-    variants = [sahi_variant(weights, params, slice_px, b) for b in args.sahi_batches]
-    variants += [engine_variant(weights, params, r, p) for r, p in engine_pairs(args.runtimes)]
-    variants.append(model_only_variant(weights, params, slice_px))
+    variants = [sahi_variant(weights, params, slice_px, b, device) for b in args.sahi_batches]
+    variants += [engine_variant(weights, params, r, p, device) for r, p in engine_pairs(args.runtimes, device)]
+    variants.append(model_only_variant(weights, params, slice_px, device))
     measure(variants, photos, args.rounds)
     reference = variants[0]
     rows = {v.name: summarise(v, reference) for v in variants}
@@ -262,8 +266,7 @@ def bench_size(width: int, height: int, args: argparse.Namespace, params: SliceP
     }
 
 
-def machine() -> dict[str, Any]:
-    import openvino
+def machine(device: torch.device) -> dict[str, Any]:
     import sahi
     import ultralytics
 
@@ -272,7 +275,9 @@ def machine() -> dict[str, Any]:
     return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__,
-            "sahi": sahi.__version__, "openvino": openvino.__version__,
+            "sahi": sahi.__version__, "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "openvino": importlib.util.find_spec("openvino") and importlib.metadata.version("openvino"),
             "onnxruntime": importlib.util.find_spec("onnxruntime") and importlib.metadata.version("onnxruntime")}
 
 
@@ -308,6 +313,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sahi-batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16, 32])
     parser.add_argument("--runtimes", type=lambda s: s.split(","), default=["torch", "onnx", "openvino"])
     parser.add_argument("--rounds", type=int, default=1, help="time every photo this many times, variants alternating")
+    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
+                        help="where every variant runs: cpu (default) or cuda / cuda:N")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.sahi_batches = args.seeds[:1], [1, 16]
@@ -328,17 +335,17 @@ def main() -> None:
     params = slice_params(settings)
     if args.confidence is not None:
         params = dataclasses.replace(params, confidence=args.confidence)
-    cpu = torch.device("cpu")
-    runtime = resolve_runtime(settings.detection_runtime, cpu)
-    default_engine = f"{runtime}-{resolve_precision(settings.detection_precision, runtime, cpu)}"
+    device = args.device
+    runtime = resolve_runtime(settings.detection_runtime, device)
+    default_engine = f"{runtime}-{resolve_precision(settings.detection_precision, runtime, device)}"
     if runtime not in args.runtimes:
         args.runtimes.append(runtime)
     doc: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(device),
         "weights": str(weights), "confidence": params.confidence, "imgsz": params.imgsz,
         "batch_size": params.batch_size, "overlap": params.overlap,
         "merge": f"{params.merge_method}/{params.merge_metric}/{params.merge_threshold}",
-        "sizes": {f"{w}x{h}": bench_size(w, h, args, params, weights, default_engine) for w, h in args.sizes},
+        "sizes": {f"{w}x{h}": bench_size(w, h, args, params, weights, default_engine, device) for w, h in args.sizes},
     }
     first = doc["sizes"][next(iter(doc["sizes"]))]
     for key in ("ms_sahi_default", "ms_sahi_best", "ms_engine", "ms_model_only", "f1_vs_sahi", "count_diff_vs_sahi",

@@ -21,6 +21,7 @@ every start.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -112,6 +113,8 @@ def quantize_model(fp32_xml: Path, slices: list[np.ndarray], out_xml: Path) -> N
     import nncf
     import openvino as ov
 
+    # NNCF logs every ignored node at INFO on stdout, where a worker's or a benchmark's output goes.
+    nncf.set_log_level(logging.WARNING)
     model = ov.Core().read_model(fp32_xml)
     quantized = nncf.quantize(model, nncf.Dataset(slices), preset=nncf.QuantizationPreset.MIXED,
                               subset_size=len(slices), ignored_scope=_head_scope(model))

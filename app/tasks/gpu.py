@@ -115,9 +115,10 @@ class PhotoCache:
         data = get_storage().get(storage_key)
         with metrics.stage("decode"):
             image = decode_rgb_cuda(data) if _ON_CUDA else None
+            decoder = "nvjpeg" if image is not None else "pillow"
             if image is None:
                 image = decode_rgb(data)
-        log.info("photo loaded", photo_id=photo_id, width=image.shape[1], height=image.shape[0])
+        log.info("photo loaded", photo_id=photo_id, width=image.shape[1], height=image.shape[0], decoder=decoder)
         return image
 
 

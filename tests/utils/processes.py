@@ -34,7 +34,9 @@ class WorkerSet:
     def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_dir = log_dir
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**os.environ, **(env or {}), "PYTHONPATH": str(PROJECT_ROOT)}
+        # The project first, then whatever PYTHONPATH this process was given (packages installed beside it).
+        pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, **(env or {}), "PYTHONPATH": pythonpath}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def log_path(self, name: str) -> Path:

@@ -4,7 +4,7 @@
     demeter process PATH... [--json]         the same for your own photos
     demeter synth --out DIR --n N --seed S   generate bench photos with known counts
     demeter eval --data DIR [--json]         counts against ground truth (--labels/--counts: your photos)
-    demeter train --data DIR [--quick]       fine-tune the plant detector on your labelled photos
+    demeter train --data DIR [--base NAME]   fine-tune the plant detector on your labelled photos
     demeter models list|show [NAME]|use NAME the plant detector the workers load
     demeter export-detections ID --format coco|yolo   a photo's plants as pre-annotations
     demeter recount --model NAME [ID...] [--since DATE]  count stored photos again, record the difference

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval_summary import print_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 SLICE_SIZE = "512"  # one slice a pot photo; see the docstring
 
@@ -93,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
          "--json", str(plausibility)], env)
     report["trained_heldout_plausibility"] = json.loads(plausibility.read_text())
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    for key in ("shipped_segment", "shipped_whole", "trained_heldout", "trained_rosettes", "trained_tray"):
-        s = report[key]["in_use"]
-        print(f"{key}: threshold {s['threshold']} count MAPE {s['count_mape']:.2%} worst {s['worst_photo']} "
-              f"{s['worst_error']:.2%} precision {s['precision']} recall {s['recall']} ({s['photos']} photos)")
+    print_summary(report, ("shipped_segment", "shipped_whole", "trained_heldout", "trained_rosettes", "trained_tray"))
     return 0
 
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval_summary import print_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -94,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     report["shipped_on_perlite"] = json.loads(demeter(["eval", "--labels", "--data", str(out / "heldout"),
                                                        "--model", "shipped", "--json"], env, capture=True))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    for key in ("trained_on_perlite", "trained_on_original", "shipped_on_perlite"):
-        s = report[key]["in_use"]
-        print(f"{key}: threshold {s['threshold']} count MAPE {s['count_mape']:.2%} worst {s['worst_error']:.2%} "
-              f"precision {s['precision']} recall {s['recall']} ({s['photos']} photos)")
+    print_summary(report, ("trained_on_perlite", "trained_on_original", "shipped_on_perlite"))
     return 0
 
 

@@ -4,7 +4,7 @@
     demeter process PATH... [--json]         the same for your own photos
     demeter synth --out DIR --n N --seed S   generate bench photos with known counts
     demeter eval --data DIR [--json]         counts against ground truth (--labels/--counts: your photos)
-    demeter train --data DIR [--quick]       fine-tune the plant detector on your labelled photos
+    demeter train --data DIR [--base NAME]   fine-tune the plant detector on your labelled photos
     demeter models list|show [NAME]|use NAME the plant detector the workers load
     demeter export-detections ID --format coco|yolo   a photo's plants as pre-annotations
     demeter recount --model NAME [ID...] [--since DATE]  count stored photos again, record the difference
@@ -107,9 +107,15 @@ def _cmd_train_segmenter(args: argparse.Namespace) -> int:
     settings = get_settings()
     device = select_device(settings.device)
     quick = args.quick
+    shipped = args.base in (None, "shipped")
+    base_weights = Path(settings.segmentation_weights if shipped else args.base)
+    if not base_weights.is_file():
+        print(f"demeter train: no segmenter weights {base_weights} (--base: a weights file, or `shipped`)",
+              file=sys.stderr)
+        return 2
     plan = SegmenterPlan(
         data=Path(args.data), out=Path(args.out or settings.trained_models_dir), name=args.name,
-        base_weights=Path(args.base or settings.segmentation_weights),
+        base_weights=base_weights, base_name="shipped" if shipped else str(base_weights),
         imgsz=args.imgsz or (160 if quick else settings.segmentation_imgsz),
         epochs=args.epochs or (1 if quick else 30), batch=args.batch,
         device="0" if device.startswith("cuda") else device, val_fraction=args.val_fraction,
@@ -127,14 +133,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.segmenter:
         return _cmd_train_segmenter(args)
     from app.config import get_settings
-    from app.ml.catalog import UnknownModel, resolve_detection
+    from app.ml.catalog import UnknownModel, training_base
     from app.ml.labels import LabelError
     from app.ml.pipeline import slice_params
     from app.ml.registry import select_device
     from app.ml.training import TrainPlan, train
 
     try:
-        settings = resolve_detection(get_settings())  # start from the detector in use, at its slicing
+        # --base, else the detector in use; trained at its slicing.
+        base, settings = training_base(get_settings(), args.base)
     except UnknownModel as exc:
         print(f"demeter train: {exc}", file=sys.stderr)
         return 2
@@ -144,7 +151,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     imgsz = args.imgsz or (160 if quick else settings.detection_imgsz)
     plan = TrainPlan(
         data=Path(args.data), out=Path(args.out or settings.trained_models_dir), name=args.name,
-        base_weights=Path(args.base or settings.detection_weights),
+        base_weights=base.weights, base_name=base.name,
         slicing=type(slicing)(**{**slicing.__dict__, "imgsz": imgsz}),
         epochs=args.epochs or (1 if quick else 30), batch=args.batch, lr0=args.lr0,
         device="0" if device.startswith("cuda") else device, val_fraction=args.val_fraction,
@@ -436,7 +443,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     training.add_argument("--epochs", type=int, help="passes over the slices (30; 1 with --quick)")
     training.add_argument("--out", metavar="DIR", help="parent of the new model directory (TRAINED_MODELS_DIR)")
     training.add_argument("--name", default="plants", help="model directory name before the timestamp")
-    training.add_argument("--base", metavar="WEIGHTS", help="weights to start from (the detector in use)")
+    training.add_argument("--base", metavar="NAME",
+                          help="the detector to start from: a trained model's name (demeter models list) or "
+                               "`shipped` (DETECTION_WEIGHTS); default: the one in use. With --segmenter: "
+                               "segmenter weights (a path) or `shipped` (SEGMENTATION_WEIGHTS, the default)")
     training.add_argument("--imgsz", type=int, help="network input (DETECTION_IMGSZ; 160 with --quick)")
     training.add_argument("--batch", type=int, default=8, help="slices per training step")
     training.add_argument("--lr0", type=float, default=0.002, help="initial learning rate (AdamW)")

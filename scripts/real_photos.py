@@ -7,8 +7,8 @@ Runs the `demeter` commands a grower would run, in order, and collects their JSO
     scripts/measure_real_photos.py prepare --clones CLONES --out DIR/photos   # labelled folders
     demeter eval --labels --data DIR/photos/cells-heldout --model shipped --json
     demeter eval --labels --data DIR/photos/cells-heldout --model shipped --whole-photo --json
-    demeter models use shipped                                                    # train from it
-    SLICE_SIZE=512 demeter train --data DIR/photos/cells-train --name tray-pots --epochs 80 --whole-photo
+    SLICE_SIZE=512 demeter train --data DIR/photos/cells-train --base shipped --name tray-pots --epochs 80 \
+        --whole-photo --rehearsal 0
     demeter models use tray-pots-<timestamp>
     demeter eval --labels --data DIR/photos/cells-heldout --whole-photo --json     # the 10 other pots
     demeter eval --labels --data DIR/photos/rosettes --whole-photo --json          # another camera
@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from eval_summary import print_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICE_SIZE = "512"  # one slice a pot photo; see the docstring
@@ -76,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     report["shipped_whole"] = evaluate(photos / "cells-heldout", env, "--model", "shipped", "--whole-photo")
     model = args.model
     if model is None:
-        run(["-m", "app", "models", "use", "shipped"], env)  # `demeter train` starts from the detector in use
         before = set((out / "models").iterdir()) if (out / "models").is_dir() else set()
-        run(["-m", "app", "train", "--data", str(photos / "cells-train"), "--name", "tray-pots",
+        # --base: from the shipped detector, whichever model an earlier run left in use.
+        run(["-m", "app", "train", "--data", str(photos / "cells-train"), "--base", "shipped", "--name", "tray-pots",
              "--epochs", str(args.epochs), "--whole-photo", "--rehearsal", "0"], {**env, "SLICE_SIZE": SLICE_SIZE})
         (directory,) = set((out / "models").iterdir()) - before
         model = directory.name
@@ -93,10 +95,7 @@ def main(argv: list[str] | None = None) -> int:
          "--json", str(plausibility)], env)
     report["trained_heldout_plausibility"] = json.loads(plausibility.read_text())
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    for key in ("shipped_segment", "shipped_whole", "trained_heldout", "trained_rosettes", "trained_tray"):
-        s = report[key]["in_use"]
-        print(f"{key}: threshold {s['threshold']} count MAPE {s['count_mape']:.2%} worst {s['worst_photo']} "
-              f"{s['worst_error']:.2%} precision {s['precision']} recall {s['recall']} ({s['photos']} photos)")
+    print_summary(report, ("shipped_segment", "shipped_whole", "trained_heldout", "trained_rosettes", "trained_tray"))
     return 0
 
 

@@ -5,7 +5,7 @@ Runs the `demeter` commands a grower would run, in order, and collects their JSO
     demeter synth --style perlite --out DIR/train --n 10 --seed 2000            # 10 labelled photos
     demeter synth --style perlite --out DIR/heldout --n 20 --seed 9400          # 20 held-out photos
     demeter synth --out DIR/original --n 10 --seed 9000                         # the original style
-    demeter train --data DIR/train --classes plant --epochs 10 --name perlite   # fine-tune, with rehearsal
+    demeter train --data DIR/train --base shipped --classes plant --epochs 10 --name perlite  # with rehearsal
     demeter models use perlite-<timestamp>
     demeter eval --labels --data DIR/heldout --json                             # after, new style
     demeter eval --labels --data DIR/original --json                            # after, original style
@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from eval_summary import print_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     synth(out / "heldout", n_held, 9400, ["--style", "perlite"], size, env)
     synth(out / "original", n_orig, 9000, [], size, env)
     report: dict[str, Any] = {"photos": {"train": n_train, "heldout": n_held, "original": n_orig}}
-    train = ["train", "--data", str(out / "train"), "--classes", "plant", "--name", "perlite"]
+    # --base: from the shipped detector, not the model an earlier run of this script left in use.
+    train = ["train", "--data", str(out / "train"), "--base", "shipped", "--classes", "plant", "--name", "perlite"]
     train += ["--quick"] if args.smoke else ["--epochs", str(args.epochs)]
     train += [] if args.rehearsal is None else ["--rehearsal", str(args.rehearsal)]
     before = set((out / "models").iterdir()) if (out / "models").is_dir() else set()
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     demeter(["models", "use", model.name], env)
     card = json.loads((model / "plant_det.card.json").read_text())
     report["model"] = card["id"]
-    report["card"] = {"rehearsal": card["training_data"]["rehearsal"], "slices": card["training_data"]["slices"],
+    report["card"] = {"base_model": card["base_model"], "rehearsal": card["training_data"]["rehearsal"],
+                      "slices": card["training_data"]["slices"],
                       "minutes": card["training_data"]["minutes"], "evaluation": card["evaluation"]}
     report["trained_on_perlite"] = json.loads(demeter(["eval", "--labels", "--data", str(out / "heldout"), "--json"],
                                                       env, capture=True))
@@ -92,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     report["shipped_on_perlite"] = json.loads(demeter(["eval", "--labels", "--data", str(out / "heldout"),
                                                        "--model", "shipped", "--json"], env, capture=True))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    for key in ("trained_on_perlite", "trained_on_original", "shipped_on_perlite"):
-        s = report[key]["in_use"]
-        print(f"{key}: threshold {s['threshold']} count MAPE {s['count_mape']:.2%} worst {s['worst_error']:.2%} "
-              f"precision {s['precision']} recall {s['recall']} ({s['photos']} photos)")
+    print_summary(report, ("trained_on_perlite", "trained_on_original", "shipped_on_perlite"))
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from app.config import PROJECT_ROOT, Settings
+from app.config import Settings
 from app.ml.cards import card_path, read_card
 from app.ml.catalog import resolve_detection
 from app.ml.pipeline import count_region, slice_params
@@ -34,7 +34,7 @@ def test_learned_empty_cells_are_found_but_not_counted(tmp_path: Path) -> None:
     write_dataset(tmp_path / "perlite", n=4, seed=9600, width=800, height=600, style=STYLES["perlite"])
     code = main(["train", "--data", str(tmp_path / "perlite"), "--quick", "--epochs", "8", "--lr0", "0.01",
                  "--classes", "plant,empty_cell", "--out", str(tmp_path / "models"), "--name", "cells",
-                 "--base", str(PROJECT_ROOT / "models" / "plant_det.pt")])
+                 "--base", "shipped"])
     assert code == 0
     (model_dir,) = (tmp_path / "models").iterdir()
     weights = model_dir / "plant_det.pt"

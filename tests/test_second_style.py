@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from app.config import PROJECT_ROOT
+from app.config import PROJECT_ROOT, Settings
+from app.ml.catalog import use_model
+from tests.utils.trained import trained_model
 
 
 @pytest.mark.timeout(1200)
 def test_second_style_smoke_run(tmp_path: Path) -> None:
+    # An earlier run left its model in use; this run still trains from the shipped detector (--base shipped).
+    trained_model(tmp_path / "models", "earlier-run", 0.3)
+    use_model(Settings(trained_models_dir=tmp_path / "models"), "earlier-run")
+
     subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "second_style.py"), "--smoke", "--out",
                     str(tmp_path)], check=True, cwd=PROJECT_ROOT, timeout=1200)
 
@@ -28,6 +34,7 @@ def test_second_style_smoke_run(tmp_path: Path) -> None:
     assert report["trained_on_perlite"]["model"] == report["model"]
     assert report["shipped_on_perlite"]["model"] != report["model"]
     # Trained from the shipped detector: default-style photos rehearsed, the original style counted afterwards.
+    assert report["card"]["base_model"]["name"] == "shipped"
     assert report["card"]["rehearsal"]["photos"] == 10 and report["card"]["rehearsal"]["slices"] > 0
     assert report["card"]["evaluation"]["original_style_photos"]["photos"] == 1
     for key in ("trained_on_perlite", "trained_on_original", "shipped_on_perlite"):

@@ -13,7 +13,7 @@ import pytest
 
 from app.cli import main
 from app.config import PROJECT_ROOT, Settings
-from app.ml.cards import card_path, read_card
+from app.ml.cards import card_path, read_card, weights_digest
 from app.ml.pipeline import find_regions
 from app.ml.registry import ModelRegistry
 from app.ml.segmenter_training import label_lines, read_containers
@@ -51,7 +51,7 @@ def test_quick_segmenter_training_writes_a_segmenter_the_pipeline_loads(tmp_path
     _every_second_container_a_box(tmp_path / "coco" / "annotations.json")
 
     code = main(["train", "--segmenter", "--data", str(tmp_path / "coco"), "--quick", "--out", str(tmp_path / "models"),
-                 "--name", "beds", "--base", str(PROJECT_ROOT / "models" / "container_seg.pt")])
+                 "--name", "beds", "--base", "shipped"])
 
     assert code == 0
     (model_dir,) = (tmp_path / "models").iterdir()
@@ -59,6 +59,9 @@ def test_quick_segmenter_training_writes_a_segmenter_the_pipeline_loads(tmp_path
     card = read_card(card_path(weights), weights, "segment")
     assert card.known and card.id.startswith(f"{model_dir.name}@") and card.classes == CLASSES
     assert card.document["training_data"]["photos"]["train"] == 3
+    shipped = PROJECT_ROOT / "models" / "container_seg.pt"
+    assert card.document["base_model"] == {"name": "shipped", "weights": "container_seg.pt",
+                                           "weights_sha256": weights_digest(shipped)}
     registry = ModelRegistry(Settings(segmentation_weights=str(weights), device="cpu"))
     assert tuple(registry.segmenter().names.values()) == CLASSES
     regions = find_regions(render_photo(9820, 640, 480).image, registry)

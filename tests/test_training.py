@@ -15,7 +15,7 @@ import pytest
 from app.cli import main
 from app.config import PROJECT_ROOT, get_settings
 from app.ml.calibration import THRESHOLDS
-from app.ml.cards import card_path, read_card
+from app.ml.cards import card_path, read_card, weights_digest
 from app.ml.synthetic import write_dataset
 
 
@@ -39,18 +39,24 @@ def _yolo_with_points(coco_dir: Path, out: Path) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_quick_training_writes_a_model_with_its_card(tmp_path: Path) -> None:
+def test_quick_training_writes_a_model_with_its_card(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_dataset(tmp_path / "coco", n=4, seed=9300, width=800, height=600)
     _yolo_with_points(tmp_path / "coco", tmp_path / "labelled")
 
     code = main(["train", "--data", str(tmp_path / "labelled"), "--quick", "--out", str(tmp_path / "models"),
-                 "--name", "bench", "--base", str(PROJECT_ROOT / "models" / "plant_det.pt")])
+                 "--name", "bench", "--base", "shipped"])
 
     assert code == 0
     (model_dir,) = (tmp_path / "models").iterdir()
     assert model_dir.name.startswith("bench-")
     weights = model_dir / "plant_det.pt"
     card = read_card(card_path(weights), weights, "detect")
+    shipped = PROJECT_ROOT / "models" / "plant_det.pt"
+    shipped_card = read_card(card_path(shipped), shipped, "detect")
+    assert card.document["base_model"] == {"name": "shipped", "weights": "plant_det.pt",
+                                           "weights_sha256": weights_digest(shipped), "card_id": shipped_card.id}
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.startswith(f"starting from shipped: {shipped} (sha256 {weights_digest(shipped)[:12]}")
     assert card.known and card.id.startswith(f"{model_dir.name}@") and card.classes == ("plant",)
     assert card.confidence_threshold in THRESHOLDS
     document = card.document

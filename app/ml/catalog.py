@@ -92,6 +92,17 @@ def use_model(settings: Settings, name: str) -> ModelEntry:
     return entry
 
 
+def training_base(settings: Settings, name: str | None = None) -> tuple[ModelEntry, Settings]:
+    """The detector `demeter train` starts from, and the settings to train it at (`resolve_detection`).
+
+    `name`: a trained model's name or `shipped` (DETECTION_WEIGHTS); None: the model in use
+    (`active_name`), so a second training after `demeter models use` continues the first unless a
+    name is given. Raises UnknownModel.
+    """
+    name = name or active_name(settings)
+    return find_model(settings, name), resolve_detection(settings, name)
+
+
 def resolve_detection(settings: Settings, name: str | None = None) -> Settings:
     """Settings with the detector `name` (default: the one in use), its threshold, slicing and counted classes.
 

@@ -5,7 +5,8 @@ Studio export it, whose categories include the segmenter's classes (`tray`, `seg
 models/container_seg.pt). A container labelled as a polygon trains with its outline; one labelled as
 a box trains with the box's four corners as its outline. Other categories (plants) are ignored.
 Photos are split into training and held-out photos (whole photos), written as a YOLO segmentation
-set (normalised polygons) and trained with ultralytics' trainer, offline, from the segmenter in use.
+set (normalised polygons) and trained with ultralytics' trainer, offline, from the segmenter in use
+(SEGMENTATION_WEIGHTS, or `--base`: printed first, its name and weights SHA-256 recorded in the card).
 
 Output: `<out>/<name>-<UTC time>/container_seg.pt` and its card `container_seg.card.json` (classes,
 photos, validation figures). The workers use it with SEGMENTATION_WEIGHTS=<that path>.
@@ -47,6 +48,7 @@ class SegmenterPlan:
     max_photos: int | None
     seed: int
     work: Path  # scratch folder for the YOLO set and the trainer's run
+    base_name: str = ""  # how base_weights was named: `shipped` (SEGMENTATION_WEIGHTS) or its path; "": its file name
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,9 @@ def train_segmenter(plan: SegmenterPlan, progress: Progress = print) -> Path:
     configure_offline()
     from ultralytics import YOLO
 
+    base_digest = weights_digest(plan.base_weights)
+    base_name = plan.base_name or plan.base_weights.name
+    progress(f"starting from {base_name}: {plan.base_weights} (sha256 {base_digest[:12]})")
     classes = base_classes(plan.base_weights)
     photos = read_containers(plan.data, classes)[: plan.max_photos]
     train, val = split_photos(photos, plan.val_fraction, plan.seed)
@@ -169,6 +174,7 @@ def train_segmenter(plan: SegmenterPlan, progress: Progress = print) -> Path:
     document: dict[str, Any] = {
         "id": f"{model_name}@{digest[:12]}", "model": model_name, "task": "segment", "weights_sha256": digest,
         "classes": list(classes), "base_weights": plan.base_weights.name,
+        "base_model": {"name": base_name, "weights": plan.base_weights.name, "weights_sha256": base_digest},
         "training_data": {"photos": {"train": len(train), "held_out": len(val),
                                      "held_out_names": [p.image.name for p in val]},
                           "containers": sum(len(p.outlines) for p in photos)},

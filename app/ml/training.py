@@ -12,7 +12,8 @@
    style (models/README.md, "A second style"), so default-style synthetic photos from its own training
    seeds are cut the same way and a sample of their slices, about as many as the grower's, joins the
    training split (never the held-out photos, which stay the grower's own).
-5. Train with ultralytics' trainer, starting from the current weights (no training loop here).
+5. Train with ultralytics' trainer, starting from the base model (`--base`, default the one in use;
+   printed first, and its name and weights SHA-256 go into the card), with no training loop here.
 6. Count the held-out photos through the pipeline's own functions at every confidence threshold and
    keep the one with the lowest count error (`app.ml.calibration`). For a synthetic-trained base, also
    count a few held-out default-style photos at that threshold: what the model still knows of the original.
@@ -91,6 +92,7 @@ class TrainPlan:
     threads: int = 0  # torch threads while training; 0 = all cores
     seed: int = 0
     work: Path = field(default_factory=lambda: Path("var/train-own"))
+    base_name: str = ""  # the catalog name of base_weights (`shipped` or a trained model); "": its file name
 
 
 @dataclass(frozen=True)
@@ -389,9 +391,20 @@ def _export(weights: Path, imgsz: int, progress: Progress) -> str | None:
     return str(target.relative_to(weights.parent)) if target.is_relative_to(weights.parent) else str(target)
 
 
+def describe_base(plan: TrainPlan, base: ModelCard) -> dict[str, str]:
+    """The card's `base_model`: the base's name (`shipped` or a trained model's), its weights file name,
+    their SHA-256 (hex) and its card id, so a model says which weights it continued from."""
+    return {"name": plan.base_name or plan.base_weights.name, "weights": plan.base_weights.name,
+            "weights_sha256": weights_digest(plan.base_weights), "card_id": base.id}
+
+
 def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progress) -> TrainResult:
     """The whole of `demeter train`; returns where the new model is. Raises LabelError, ValueError."""
     started = time.perf_counter()
+    base = read_card(card_path(plan.base_weights), plan.base_weights, "detect")
+    base_model = describe_base(plan, base)
+    progress(f"starting from {base_model['name']}: {plan.base_weights} (sha256 {base_model['weights_sha256'][:12]}, "
+             f"card {base.id})")
     labels = read_labels(plan.data)
     if plan.classes:
         labels = select_classes(labels, plan.classes)
@@ -406,7 +419,6 @@ def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progre
              f"{len(train_photos)} to train on, {len(held_out)} held out; {labels.labels} labels, "
              f"{labels.point_labels} of them points (boxes of {side:.1f} px at a {REFERENCE_LONG_SIDE} px side)")
 
-    base = read_card(card_path(plan.base_weights), plan.base_weights, "detect")
     rehearsal = rehearsal_photos(plan, base)
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -463,7 +475,7 @@ def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progre
         "confidence_threshold": chosen.threshold,
         "slicing": {"slice_size": plan.slicing.slice_size, "reference_side": plan.slicing.reference_side,
                     "overlap": plan.slicing.overlap, "imgsz": plan.slicing.imgsz},
-        "base_model": {"weights": plan.base_weights.name, "card_id": base.id},
+        "base_model": base_model,
         "training_data": {
             "source": str(plan.data), "format": labels.source, "data_sha256": data_digest(labels),
             "photos": {"train": len(train_photos), "held_out": len(held_out),

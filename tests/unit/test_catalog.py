@@ -67,3 +67,31 @@ def test_unknown_models_are_refused(tmp_path: Path) -> None:
         catalog.resolve_detection(settings)
     with pytest.raises(catalog.UnknownModel):
         catalog.use_model(settings, "../models")
+
+
+def test_training_starts_from_the_named_base_else_the_model_in_use(tmp_path: Path) -> None:
+    weights = _model(tmp_path, "bench-1")
+    settings = Settings(trained_models_dir=tmp_path)
+
+    base, trained_at = catalog.training_base(settings)
+    assert (base.name, str(base.weights)) == (catalog.SHIPPED, settings.detection_weights)
+    assert trained_at is settings
+
+    catalog.use_model(settings, "bench-1")
+    base, trained_at = catalog.training_base(settings)
+    assert (base.name, base.weights) == ("bench-1", weights)
+    assert (trained_at.detection_weights, trained_at.slice_size) == (str(weights), 400)  # at the base's slicing
+
+    base, trained_at = catalog.training_base(settings, catalog.SHIPPED)  # named: not the model in use
+    assert (base.name, str(base.weights)) == (catalog.SHIPPED, settings.detection_weights)
+    assert (trained_at.detection_weights, trained_at.slice_size) == (settings.detection_weights, settings.slice_size)
+
+
+def test_an_unknown_training_base_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    _model(tmp_path, "bench-1")
+    settings = Settings(trained_models_dir=tmp_path)
+
+    with pytest.raises(catalog.UnknownModel, match=r"no model 'bench-2' .*\(known: shipped, bench-1\)"):
+        catalog.training_base(settings, "bench-2")
+    with pytest.raises(catalog.UnknownModel):
+        catalog.training_base(settings, str(tmp_path / "bench-1" / "plant_det.pt"))  # a name, not a path

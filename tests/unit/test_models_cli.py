@@ -39,3 +39,25 @@ def test_list_show_use(trained_dir: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["models", "use", "missing"]) == 2
     assert "no model 'missing'" in capsys.readouterr().err
     assert (trained_dir / "ACTIVE").read_text().strip() == "bench-1"  # a refused choice changes nothing
+
+
+@pytest.mark.parametrize("base", ["missing", "models/plant_det.pt"])
+def test_train_refuses_an_unknown_base_in_one_line(trained_dir: Path, base: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _model(trained_dir, "bench-1")
+
+    assert main(["train", "--data", str(trained_dir / "labelled"), "--base", base]) == 2
+
+    captured = capsys.readouterr()
+    assert captured.err == (f"demeter train: no model {base!r} in {trained_dir} (known: shipped, bench-1)\n")
+    assert "Traceback" not in captured.out
+    assert sorted(p.name for p in trained_dir.iterdir()) == ["bench-1"]  # nothing was trained or chosen
+
+
+def test_train_refuses_missing_segmenter_weights(trained_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = trained_dir / "seg.pt"
+
+    assert main(["train", "--segmenter", "--data", str(trained_dir), "--base", str(missing)]) == 2
+
+    assert capsys.readouterr().err == (f"demeter train: no segmenter weights {missing} "
+                                       "(--base: a weights file, or `shipped`)\n")

@@ -3,6 +3,7 @@ the threshold calibration picks the count-minimising threshold."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from app.config import PROJECT_ROOT
 from app.ml.calibration import PhotoCounts, choose_threshold, count_photo, match_count
-from app.ml.cards import default_card, parse_card
+from app.ml.cards import default_card, parse_card, read_card
 from app.ml.labels import LabelledPhoto
 from app.ml.sliced import SliceParams, letterboxed_tiles, region_windows
 from app.ml.training import (
@@ -22,6 +23,7 @@ from app.ml.training import (
     TrainPlan,
     add_rehearsal,
     default_style_photos,
+    describe_base,
     nominal_batch,
     rehearsal_photos,
     split_photos,
@@ -170,3 +172,16 @@ def test_a_few_photos_step_the_optimizer_every_epoch(slices: int, batch: int) ->
 
 def test_larger_sets_keep_ultralytics_nominal_batch() -> None:
     assert nominal_batch(305, 8) == 64  # the synthetic second-style set: 38 batches an epoch
+
+
+def test_the_card_names_the_base_model_and_its_weights_digest() -> None:
+    weights = PROJECT_ROOT / "models" / "plant_det.pt"
+    shipped = read_card(weights.with_name("plant_det.card.json"), weights, "detect")
+    plan = TrainPlan(Path("d"), Path("o"), "n", weights, SliceParams(), base_name="shipped")
+
+    described = describe_base(plan, shipped)
+
+    assert described == {"name": "shipped", "weights": "plant_det.pt",
+                         "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(), "card_id": shipped.id}
+    assert shipped.known and shipped.id.endswith(described["weights_sha256"][:12])
+    assert describe_base(replace(plan, base_name=""), shipped)["name"] == "plant_det.pt"

@@ -54,8 +54,11 @@ def choose_regions(image_rgb: np.ndarray, registry: ModelRegistry, mode: str,
     """The regions to count and how they were found.
 
     Supplied boxes (x1, y1, x2, y2 in photo pixels; raises InvalidRegion when one does not fit) win over
-    `mode`; "whole" is the photo as one region; "segment" asks the container segmenter.
+    `mode`; "whole" is the photo as one region; "segment" asks the container segmenter. Another mode is a
+    ValueError (a typo must not quietly count by container).
     """
+    if mode not in ("segment", "whole"):
+        raise ValueError(f"region mode must be 'segment' or 'whole', not {mode!r}")
     height, width = image_rgb.shape[:2]
     if supplied:
         return [RegionProposal("supplied", 1.0, validate_bbox(box, width, height), []) for box in supplied], "supplied"

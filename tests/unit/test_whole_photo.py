@@ -6,6 +6,7 @@ For photos of one pot or one tray filling the frame, where the container segment
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from app.ml.pipeline import analyse_photo, pipeline_counter, slice_params
 from app.ml.registry import get_registry
@@ -65,3 +66,8 @@ def test_the_calibration_counter_counts_the_whole_photo_as_analyse_photo_does() 
     [boxes] = pipeline_counter(registry, whole_photo=True)(image, [threshold])
 
     np.testing.assert_array_equal(boxes, analyse_photo(image, registry, "whole").regions[0].detections.boxes)
+
+
+def test_an_unknown_region_mode_is_refused_rather_than_counted_by_container() -> None:
+    with pytest.raises(ValueError, match="'Whole'"):
+        analyse_photo(np.zeros((64, 64, 3), np.uint8), get_registry(), "Whole")

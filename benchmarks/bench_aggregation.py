@@ -5,7 +5,8 @@
 Creates --photos photos, each with a session in `processing` and --regions regions (as the GPU
 worker's parent leaves them), then calls the cpu worker's `aggregate_results` in this process on
 results of --plants random detections a region, one photo after the other, and reports per photo:
-the statements SQLAlchemy sends by kind (each a round trip to the server), the COPYs of detections
+the statements SQLAlchemy sends by kind (each a round trip to the server; an executemany that is not
+a multi-row INSERT counts once a row, as psycopg2 sends it), the COPYs of detections
 (sent on the raw connection, so counted apart), and the median wall and CPU ms of the call; then
 the statements of a second delivery of the first photo's results (idempotency: reads only).
 
@@ -79,6 +80,7 @@ def region_results(rng: np.random.Generator, n_regions: int, n_plants: int) -> l
 
 def run(n_photos: int, n_regions: int, n_plants: int) -> dict[str, Any]:
     from sqlalchemy import event
+    from sqlalchemy.engine.interfaces import ExecuteStyle
 
     import app.db.repository as repository
     from app.db.session import get_engine
@@ -89,8 +91,14 @@ def run(n_photos: int, n_regions: int, n_plants: int) -> dict[str, Any]:
     payloads = [region_results(rng, n_regions, n_plants) for _ in photo_ids]
     statements: Counter[str] = Counter()
 
-    def count(_conn: Any, _cursor: Any, statement: str, _parameters: Any, _context: Any, executemany: bool) -> None:
-        statements[statement.split()[0] + (" (executemany)" if executemany else "")] += 1
+    def count(_conn: Any, _cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        kind = statement.split()[0]
+        if not executemany:
+            statements[kind] += 1
+        elif context.execute_style is ExecuteStyle.INSERTMANYVALUES:  # the rows go in one statement
+            statements[f"{kind} (many rows, one statement)"] += 1
+        else:  # psycopg2's executemany sends one statement a row
+            statements[f"{kind} (executemany, one a row)"] += len(parameters)
 
     event.listen(get_engine(), "before_cursor_execute", count)
     insert_detections = repository._insert_detections

@@ -119,6 +119,63 @@ def test_running_the_callback_again_writes_no_second_movement(workers: WorkerSet
     assert _rows(session.id) == before
 
 
+def test_a_photo_is_aggregated_in_eight_round_trips_and_a_second_delivery_in_three_reads(
+        workers: WorkerSet) -> None:
+    """The statements of one photo's aggregation, whatever its number of regions (each a round trip to
+    PostgreSQL; psycopg2 sends an executemany UPDATE once a row): the locked session, the photo, the
+    regions; one UPDATE of the regions, one DELETE of their plants (and one COPY of them, on the raw
+    connection), one INSERT of the batches, the session's UPDATE, one INSERT of the movements."""
+    import numpy as np
+    from sqlalchemy import event
+    from sqlalchemy.engine.interfaces import ExecuteStyle, ExecutionContext
+
+    from app.db import repository
+    from app.db.session import get_engine
+    from app.records import RegionProposal, encode_detections
+    from app.storage import get_storage, new_key
+    from app.tasks.aggregation import aggregate_results
+
+    key = new_key("photos", "jpg")
+    get_storage().put(key, blank_jpeg(1024, 768), "image/jpeg")  # the render queued after the counts draws on it
+    with db_session() as db:
+        photo, session = repository.create_photo(db, storage_key=key, content_type="image/jpeg", width=1024,
+                                                 height=768, size_bytes=1)
+        repository.mark_processing(db, photo_id=photo.id, task_id="test")
+        repository.save_regions(db, photo_id=photo.id, proposals=[
+            RegionProposal("tray", 0.9, (x, 0, x + 200, 700), [[x, 0], [x + 200, 0], [x + 200, 700], [x, 700]])
+            for x in (0, 250, 500, 750)])
+        photo_id, session_id = photo.id, session.id
+    boxes = np.array([[10, 10, 40, 40], [60, 60, 90, 90]], np.float32)
+    results = [{"region_index": index, "count": 2, "mean_confidence": None if index == 3 else 0.5 + index / 10,
+                "detections": encode_detections(boxes + np.float32(index * 250), np.array([0.6, 0.4], np.float32))}
+               for index in range(4)]
+    kinds: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, parameters: list[object], context: ExecutionContext,
+              executemany: bool) -> None:
+        rows = len(parameters) if executemany and context.execute_style is not ExecuteStyle.INSERTMANYVALUES else 1
+        kinds.extend([statement.split()[0]] * rows)
+
+    event.listen(get_engine(), "before_cursor_execute", count)
+    try:
+        first = aggregate_results(results, photo_id)
+        first_kinds, kinds[:] = list(kinds), []
+        second = aggregate_results(results, photo_id)
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", count)
+
+    assert sorted(first_kinds) == ["DELETE", "INSERT", "INSERT", "SELECT", "SELECT", "SELECT", "UPDATE", "UPDATE"]
+    assert kinds == ["SELECT", "SELECT", "SELECT"]
+    assert first["total_count"] == second["total_count"] == 8
+    rows = _rows(session_id)
+    assert rows["batches"] == rows["movements"] == 4
+    assert rows["batch_total"] == rows["region_total"] == rows["detections"] == 8
+    with db_session() as db:
+        stored = db.execute(select(Region.region_index, Region.plant_count, Region.mean_confidence)
+                            .where(Region.session_id == session_id).order_by(Region.region_index)).all()
+    assert [tuple(row) for row in stored] == [(0, 2, 0.5), (1, 2, 0.6), (2, 2, 0.7), (3, 2, None)]
+
+
 def test_each_task_is_routed_to_its_queue() -> None:
     router = celery.amqp.router
     assert router.route({}, "app.tasks.ml.ml_parent_task")["queue"].name == "gpu_queue_0"

@@ -7,8 +7,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Float, case, cast, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.db.models import (
     DEFAULT_TENANT,
@@ -255,7 +256,8 @@ def recount_movement_key(photo_id: int, region_index: int, recount_model: str) -
 
 def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]],
                  doubts: list[dict[str, Any]] | None = None,
-                 model_cards: dict[str, str] | None = None, recount_model: str = "") -> ProcessingSession:
+                 model_cards: dict[str, str] | None = None, recount_model: str = "",
+                 session: ProcessingSession | None = None) -> ProcessingSession:
     """Write detections, one stock batch and one stock movement per counted region, and the status.
 
     `doubts` are the plausibility reasons ({"check", "message", ...}); any makes the session `warning`,
@@ -264,11 +266,12 @@ def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]],
     per region on the counted region's batch: the new count minus that batch's movements so far.
     Call inside one transaction. A session that is already final is returned as it is,
     and the unique constraints stop a concurrent second writer at commit.
+    `session`: the session row when this transaction has locked it already (its regions loaded or not).
     """
-    session = get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
+    session = session or get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
     if SessionStatus(session.status).is_final:
         return session
-    regions = {r.region_index: r for r in db.scalars(select(Region).where(Region.session_id == session.id))}
+    regions = {r.region_index: r for r in session.regions}
     failures: list[dict[str, Any]] = []
     counted: list[tuple[Region, dict[str, Any]]] = []
     total = 0
@@ -302,17 +305,29 @@ def write_counts(db: Session, *, photo_id: int, results: list[dict[str, Any]],
 
 
 def _store_region_counts(db: Session, *, counted: list[tuple[Region, dict[str, Any]]]) -> list[int]:
-    """The regions' counts and plants (replacing any stored before), in one DELETE and one insert
-    whatever the number of regions: each statement is a round trip to the database. The counts, in order."""
+    """The regions' counts and plants (replacing any stored before), in one UPDATE, one DELETE and one
+    insert whatever the number of regions: each statement is a round trip to the database (the ORM's
+    UPDATE of changed regions would be one a region). The counts, in order."""
+    ids = [region.id for region, _ in counted]
+    counts = {region.id: int(result["count"]) for region, result in counted}
+    confidences = {region.id: result.get("mean_confidence") for region, result in counted}
+    db.execute(
+        update(Region).where(Region.id.in_(ids))
+        .values(plant_count=case(counts, value=Region.id),
+                # The cast types a column of NULLs (no region has a confidence) for PostgreSQL.
+                mean_confidence=cast(case(confidences, value=Region.id), Float))
+        .execution_options(synchronize_session=False)
+    )
     rows: list[tuple[float, ...]] = []
     for region, result in counted:
-        region.plant_count = int(result["count"])
-        region.mean_confidence = result.get("mean_confidence")
+        # What the UPDATE wrote, without making the rows dirty (the ORM would update them once more).
+        set_committed_value(region, "plant_count", counts[region.id])
+        set_committed_value(region, "mean_confidence", confidences[region.id])
         rows.extend((region.id, *row) for row in detection_rows(result.get("detections")))
-    db.execute(delete(Detection).where(Detection.region_id.in_([region.id for region, _ in counted])))
+    db.execute(delete(Detection).where(Detection.region_id.in_(ids)))
     if rows:
         _insert_detections(db, rows)
-    return [int(result["count"]) for _, result in counted]
+    return [counts[region.id] for region, _ in counted]
 
 
 def _write_regions(db: Session, *, session: ProcessingSession, counted: list[tuple[Region, dict[str, Any]]],
@@ -418,13 +433,13 @@ def reopen_session(db: Session, *, photo_id: int, status: SessionStatus) -> bool
 
 
 def reopen_for_late_results(db: Session, *, photo_id: int, task_id: str | None,
-                            recount_model: str = "") -> str | None:
+                            recount_model: str = "", session: ProcessingSession | None = None) -> str | None:
     """Reopen a session that failed without writing stock, because its results have arrived after all
     (it was failed as stale, or its work was given up on, while a worker still had it). Its dead letters
     are marked done, so nobody replays them. Returns the error the session had, or None when there
-    was nothing to reopen.
+    was nothing to reopen. `session`: the session row when this transaction has locked it already.
     """
-    session = get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
+    session = session or get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
     if session.status != SessionStatus.FAILED:
         return None
     if db.scalar(select(func.count()).select_from(StockBatch).where(StockBatch.session_id == session.id)):

@@ -44,7 +44,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _judge(db: Session, photo_id: int, results: list[dict[str, Any]],
+def _judge(db: Session, session: ProcessingSession, results: list[dict[str, Any]],
            recount_model: str = "") -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The plausibility doubts of a photo's counts and the ids of the model cards they are judged by
     (a recount's: its model's detection card, and the recount model's name as `recount_model`).
@@ -57,8 +57,7 @@ def _judge(db: Session, photo_id: int, results: list[dict[str, Any]],
     cards = {"segmentation": get_registry().segmentation_card().id, "detection": card.id}
     if recount_model:
         cards["recount_model"] = recount_model
-    photo = repository.get_photo(db, photo_id=photo_id)
-    session = repository.get_session(db, photo_id=photo_id, recount_model=recount_model)
+    photo = repository.get_photo(db, photo_id=session.photo_id)
     boxes = {r.region_index: r.bbox for r in session.regions}
     counted = []
     for result in results:
@@ -86,12 +85,14 @@ def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], pho
     try:
         faults.inject("db.write_counts", str(photo_id))
         with metrics.stage("aggregation"), db_session() as db:
+            # Locked first and held to the commit: a second delivery waits here, then finds it final.
+            session = repository.get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
             # Results are never dropped: a session failed meanwhile (stale, or given up on) is reopened.
             reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id,
-                                                          recount_model=recount_model)
-            doubts, cards = _judge(db, photo_id, results, recount_model)
+                                                          recount_model=recount_model, session=session)
+            doubts, cards = _judge(db, session, results, recount_model)
             session = repository.write_counts(db, photo_id=photo_id, results=results, doubts=doubts,
-                                              model_cards=cards, recount_model=recount_model)
+                                              model_cards=cards, recount_model=recount_model, session=session)
             summary = _summary(session, photo_id, len(results))
             finished_at, created_at = session.finished_at, session.created_at
         if not recount_model:

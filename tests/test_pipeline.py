@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import uuid
+
 import pytest
 from sqlalchemy import func, select
 
 from app import names
 from app.celery_app import app as celery
 from app.config import get_settings
-from app.db.models import Detection, Region, StockBatch, StockMovement
+from app.db import repository
+from app.db.models import Detection, Region, SessionStatus, StockBatch, StockMovement, utcnow
 from app.db.session import db_session
 from app.intake import submit_photo
 from app.ml.registry import get_registry
@@ -174,6 +178,34 @@ def test_a_photo_is_aggregated_in_eight_round_trips_and_a_second_delivery_in_thr
         stored = db.execute(select(Region.region_index, Region.plant_count, Region.mean_confidence)
                             .where(Region.session_id == session_id).order_by(Region.region_index)).all()
     assert [tuple(row) for row in stored] == [(0, 2, 0.5), (1, 2, 0.6), (2, 2, 0.7), (3, 2, None)]
+
+
+def test_failing_a_session_waits_for_the_aggregation_that_holds_it(database: str) -> None:
+    # A dead letter fails its photo's session in a transaction of its own, possibly while an aggregation
+    # is writing that photo's counts under the session's lock: the counted photo must stay counted.
+    with db_session() as db:
+        photo, _ = repository.create_photo(db, storage_key=f"original/test/{uuid.uuid4()}.jpg",
+                                           content_type="image/jpeg", width=640, height=480, size_bytes=1)
+        photo_id = photo.id
+    ended: list[bool] = []
+
+    def fail_from_a_dead_letter() -> None:
+        with db_session() as db:
+            ended.append(repository.fail_session(db, photo_id=photo_id, reason="a region failed for good"))
+
+    with db_session() as db:  # the aggregation: lock, write, commit
+        session = repository.get_session(db, photo_id=photo_id, lock=True)
+        session.status, session.finished_at = SessionStatus.COMPLETED, utcnow()
+        db.flush()
+        failing = threading.Thread(target=fail_from_a_dead_letter)
+        failing.start()
+        failing.join(timeout=1.0)
+        assert failing.is_alive(), "failing the session did not wait for the aggregation's lock"
+    failing.join(timeout=30)
+
+    assert ended == [False]
+    with db_session() as db:
+        assert repository.get_session(db, photo_id=photo_id).status == SessionStatus.COMPLETED
 
 
 def test_each_task_is_routed_to_its_queue() -> None:

@@ -472,9 +472,14 @@ def note_requeue(db: Session, *, photo_id: int, older_than: datetime,
 
 
 def fail_session(db: Session, *, photo_id: int, reason: str, recount_model: str = "") -> bool:
-    """Mark a session failed, unless it already ended; True when this call ended it."""
+    """Mark a session failed, unless it already ended; True when this call ended it.
+
+    Locks the session first: an aggregation writing its counts holds that lock, and this waits for its
+    commit and then finds the session final, instead of overwriting a counted photo with `failed`.
+    """
     session = db.scalars(select(ProcessingSession).where(
-        ProcessingSession.photo_id == photo_id, ProcessingSession.recount_model == recount_model)).one_or_none()
+        ProcessingSession.photo_id == photo_id, ProcessingSession.recount_model == recount_model)
+        .with_for_update()).one_or_none()
     if session is None or SessionStatus(session.status).is_final:
         return False
     session.status = SessionStatus.FAILED

@@ -75,6 +75,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.detector_class and args.write_card:
         print("demeter eval: --write-card calibrates the counted classes; not with --class", file=sys.stderr)
         return 2
+    if args.whole_photo and not (args.labels or args.counts):
+        print("demeter eval: --whole-photo needs --labels or --counts (the synthetic evaluation scores the "
+              "container finder too)", file=sys.stderr)
+        return 2
     if not (args.labels or args.counts):
         from app.evaluation import main as eval_main
 
@@ -84,7 +88,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         result = label_evaluation.evaluate_labels(Path(args.data), settings, Path(args.counts) if args.counts else None,
-                                                  whole_photo=args.whole_photo, plant_side=args.plant_size,
+                                                  # Regions found as the workers find them, unless asked.
+                                                  whole_photo=args.whole_photo or settings.region_mode == "whole",
+                                                  plant_side=args.plant_size,
                                                   detector_class=args.detector_class)
         if args.write_card:
             path = label_evaluation.write_threshold(settings, result, Path(args.data))

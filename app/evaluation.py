@@ -109,7 +109,7 @@ def evaluate(data: Path, compare_full_image: bool = True, full_imgsz: int = 1280
             progress.update(Step(len(scores), len(truth_by_name)))
         image = decode_rgb((data / "images" / name).read_bytes())
         started = time.perf_counter()
-        analysis = analyse_photo(image, registry, registry.settings.region_mode)  # as the workers find regions
+        analysis = analyse_photo(image, registry)  # segmented: the score includes the container finder's
         seconds = time.perf_counter() - started
         full = full_image_count(image, registry, full_imgsz) if compare_full_image else None
         scores.append(score_photo(name, truth, analysis, full, seconds))

@@ -61,3 +61,8 @@ def test_class_is_not_written_into_the_card(perlite: Path, capsys: pytest.Captur
     assert "not with --class" in capsys.readouterr().err
     assert main(["eval", "--data", str(perlite), "--class", "empty_cell"]) == 2
     assert "--class needs --labels" in capsys.readouterr().err
+
+
+def test_the_synthetic_evaluation_refuses_whole_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--data", str(tmp_path), "--whole-photo"]) == 2
+    assert "--whole-photo needs --labels or --counts" in capsys.readouterr().err

@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-POSTGRES = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 DATABASE = os.environ.get("BENCH_DATABASE_AGGREGATION", "demeter_bench_aggregation")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "2"))

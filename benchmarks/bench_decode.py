@@ -29,6 +29,7 @@ from app.ml.synthetic import render_photo  # noqa: E402
 
 
 def timed_ms(decode: Any, data: bytes) -> float:
+    """Milliseconds of one `decode(data)`; RuntimeError when the path declines the photo."""
     started = time.perf_counter()
     if decode(data) is None:
         raise RuntimeError(f"{decode.__name__} declined the photo")
@@ -36,6 +37,7 @@ def timed_ms(decode: Any, data: bytes) -> float:
 
 
 def bench_size(width: int, height: int, repeats: int) -> dict[str, Any]:
+    """Median ms of each decode path on one synthetic photo of this size, and nvJPEG's paired speed-up."""
     data = encode_jpeg(render_photo(9511, width, height).image)
     paths = [decode_rgb] + ([decode_rgb_cuda] if torch.cuda.is_available() else [])
     times: dict[str, list[float]] = {path.__name__: [] for path in paths}
@@ -52,16 +54,26 @@ def bench_size(width: int, height: int, repeats: int) -> dict[str, Any]:
     return result
 
 
+def sizes(text: str) -> list[tuple[int, int]]:
+    """'2048x1536,4000x3000' -> [(2048, 1536), (4000, 3000)], for argparse."""
+    try:
+        return [(int(w), int(h)) for w, h in (size.lower().split("x") for size in text.split(","))]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of WIDTHxHEIGHT") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="2048x1536,4000x3000", help="comma-separated WIDTHxHEIGHT")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sizes", type=sizes, default=[(2048, 1536), (4000, 3000)],
+                        help="comma-separated WIDTHxHEIGHT (2048x1536,4000x3000)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed decodes per path and size, at least 1")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     doc: dict[str, Any] = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-    for size in args.sizes.split(","):
-        width, height = (int(v) for v in size.split("x"))
-        doc[size] = bench_size(width, height, args.repeats)
+    for width, height in args.sizes:
+        doc[f"{width}x{height}"] = bench_size(width, height, args.repeats)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:

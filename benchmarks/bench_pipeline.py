@@ -19,8 +19,8 @@ and the CPU ms of every process per photo (while uploading; while counting, unti
 annotated images are stored) and per no-op chord.
 
 Needs the local Redis and PostgreSQL (as the tests do). Starts the production entrypoints as
-subprocesses (a uvicorn API, one GPU solo worker, one CPU prefork worker with one process,
-one io gevent worker), warms them, then measures in one run, in --rounds alternating rounds
+subprocesses (a uvicorn API, one GPU solo worker, one CPU prefork worker with BENCH_CPU_CONCURRENCY
+processes (1), one io gevent worker), warms them, then measures in one run, in --rounds alternating rounds
 (medians reported, as this machine's speed drifts by several per cent from minute to minute):
 - photos/s through the API with warm workers (upload all, wait until all sessions end), and
   until every annotated image is stored as well;
@@ -538,8 +538,10 @@ def run(n_photos: int, rounds: int, rss_photos: int) -> dict[str, Any]:
         for _ in range(rounds):
             cpu_before = services.cpu_seconds()
             gpu_busy.start()
-            counted, rendered = upload_and_wait(services.port, photos)  # returns once the workers are idle
-            gpu_busy.stop()
+            try:
+                counted, rendered = upload_and_wait(services.port, photos)  # returns once the workers are idle
+            finally:
+                gpu_busy.stop()
             cpu_after = services.cpu_seconds()
             if not pipeline_s:
                 rss_first = gpu_worker_rss_kb()  # after 2 + n_photos photos: the memory baseline
@@ -746,6 +748,17 @@ def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def photo_size(text: str) -> tuple[int, int]:
+    """'4000x3000' -> (4000, 3000), for argparse."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 4000x3000") from None
+    if width < 64 or height < 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: both sides must be at least 64 px")
+    return width, height
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=20, help="photos per round")
@@ -762,12 +775,12 @@ def main() -> int:
                         "--load x the measured throughput, against one photo alone")
     parser.add_argument("--duration", type=float, default=180.0, help="seconds of the steady stream")
     parser.add_argument("--load", type=float, default=0.8, help="the steady stream's rate, a share of the throughput")
-    parser.add_argument("--size", default="2048x1536", help="the synthetic photos' WIDTHxHEIGHT in pixels")
+    parser.add_argument("--size", type=photo_size, default=(2048, 1536),
+                        help="the synthetic photos' WIDTHxHEIGHT in pixels (2048x1536)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     global PHOTO_SIZE
-    width, height = (int(v) for v in args.size.split("x"))
-    PHOTO_SIZE = (width, height)
+    PHOTO_SIZE = args.size
     if args.brokers:
         result = broker_run(args.brokers.split(","), args.photos, args.rounds)
         print(json.dumps(result, indent=2))

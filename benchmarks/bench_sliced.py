@@ -224,13 +224,14 @@ def summarise(variant: Variant, reference: Variant | None) -> dict[str, Any]:
 
 
 def bench_size(width: int, height: int, args: argparse.Namespace, params: SliceParams,
-               weights: Path, default_engine: str, device: torch.device) -> dict[str, Any]:
+               weights: Path, engines_run: list[tuple[Runtime, Precision]], default_engine: str,
+               device: torch.device) -> dict[str, Any]:
     slice_px = params.slice_pixels(width, height)
     print(f"{width}x{height}: rendering {len(args.seeds)} photos", file=sys.stderr, flush=True)
     rendered = [render_photo(seed, width, height) for seed in args.seeds]
     photos = [p.image for p in rendered]
     variants = [sahi_variant(weights, params, slice_px, b, device) for b in args.sahi_batches]
-    variants += [engine_variant(weights, params, r, p, device) for r, p in engine_pairs(args.runtimes, device)]
+    variants += [engine_variant(weights, params, r, p, device) for r, p in engines_run]
     variants.append(model_only_variant(weights, params, slice_px, device))
     measure(variants, photos, args.rounds)
     reference = variants[0]
@@ -310,14 +311,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(DENSE_SEEDS))
     parser.add_argument("--sizes", type=lambda s: [tuple(int(v) for v in x.split("x")) for x in s.split(",")],
                         default=list(SIZES))
-    parser.add_argument("--sahi-batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16, 32])
-    parser.add_argument("--runtimes", type=lambda s: s.split(","), default=["torch", "onnx", "openvino"])
+    parser.add_argument("--sahi-batches", type=lambda s: [int(x) for x in s.split(",")],
+                        help="SAHI batch sizes (default 1,4,8,16,32; 1,16 with --quick); batch 1 always runs")
+    parser.add_argument("--runtimes", type=lambda s: s.split(","), default=["torch", "onnx", "openvino"],
+                        help="engine runtimes, every precision each (default torch,onnx,openvino); the default "
+                             "engine (DETECTION_RUNTIME/PRECISION) always runs, at its own precision only")
     parser.add_argument("--rounds", type=int, default=1, help="time every photo this many times, variants alternating")
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
                         help="where every variant runs: cpu (default) or cuda / cuda:N")
     args = parser.parse_args()
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA GPU here")
     if args.quick:
-        args.seeds, args.sahi_batches = args.seeds[:1], [1, 16]
+        args.seeds = args.seeds[:1]
+    if args.sahi_batches is None:
+        args.sahi_batches = [1, 16] if args.quick else [1, 4, 8, 16, 32]
     if 1 not in args.sahi_batches:
         args.sahi_batches.insert(0, 1)
     args.sahi_batches.sort()
@@ -337,15 +345,18 @@ def main() -> None:
         params = dataclasses.replace(params, confidence=args.confidence)
     device = args.device
     runtime = resolve_runtime(settings.detection_runtime, device)
-    default_engine = f"{runtime}-{resolve_precision(settings.detection_precision, runtime, device)}"
-    if runtime not in args.runtimes:
-        args.runtimes.append(runtime)
+    precision = resolve_precision(settings.detection_precision, runtime, device)
+    default_engine = f"{runtime}-{precision}"
+    engines_run = engine_pairs(args.runtimes, device)
+    if (runtime, precision) not in engines_run:  # the summary's engine, whatever --runtimes asked for
+        engines_run.append((runtime, precision))
     doc: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(device),
         "weights": str(weights), "confidence": params.confidence, "imgsz": params.imgsz,
         "batch_size": params.batch_size, "overlap": params.overlap,
         "merge": f"{params.merge_method}/{params.merge_metric}/{params.merge_threshold}",
-        "sizes": {f"{w}x{h}": bench_size(w, h, args, params, weights, default_engine, device) for w, h in args.sizes},
+        "sizes": {f"{w}x{h}": bench_size(w, h, args, params, weights, engines_run, default_engine, device)
+                  for w, h in args.sizes},
     }
     first = doc["sizes"][next(iter(doc["sizes"]))]
     for key in ("ms_sahi_default", "ms_sahi_best", "ms_engine", "ms_model_only", "f1_vs_sahi", "count_diff_vs_sahi",

@@ -1,5 +1,5 @@
 """Checks that need a CUDA GPU. Skipped where torch sees none (the CI machine has none); on a GPU machine
-`pytest tests/test_gpu.py` runs them against the same services as the rest of the suite."""
+`./scripts/test.sh tests/test_gpu.py` runs them against the same services as the rest of the suite."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.utils.photos import synthetic, synthetic_jpeg, wait_final
 from tests.utils.processes import WorkerSet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
 
 def test_nvjpeg_decodes_a_photo_as_pillow_does() -> None:
     data = synthetic_jpeg(9100)

@@ -85,7 +85,8 @@ def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], pho
     try:
         faults.inject("db.write_counts", str(photo_id))
         with metrics.stage("aggregation"), db_session() as db:
-            # Locked first and held to the commit: a second delivery waits here, then finds it final.
+            # Locked first and held to the commit: a second delivery waits here, then finds it final
+            # (PostgreSQL; SQLite has no row locks, and there the unique constraints stop it at commit).
             session = repository.get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
             # Results are never dropped: a session failed meanwhile (stale, or given up on) is reopened.
             reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id,

@@ -208,6 +208,31 @@ def test_failing_a_session_waits_for_the_aggregation_that_holds_it(database: str
         assert repository.get_session(db, photo_id=photo_id).status == SessionStatus.COMPLETED
 
 
+def test_late_results_in_which_every_region_failed_leave_the_dead_letters_replayable(database: str) -> None:
+    from app.db.models import DeadLetter
+    from app.records import RegionProposal
+    from app.tasks.aggregation import aggregate_results
+
+    with db_session() as db:
+        photo, _ = repository.create_photo(db, storage_key=f"original/test/{uuid.uuid4()}.jpg",
+                                           content_type="image/jpeg", width=640, height=480, size_bytes=1)
+        repository.mark_processing(db, photo_id=photo.id, task_id="test")
+        repository.save_regions(db, photo_id=photo.id, proposals=[
+            RegionProposal("tray", 0.9, (x, 0, x + 200, 400), []) for x in (0, 300)])
+        repository.fail_session(db, photo_id=photo.id, reason="stale: no progress")
+        db.add(DeadLetter(task_name=names.CHILD_TASK, task_id=str(uuid.uuid4()), args=[photo.id, 0],
+                          exception_type="RuntimeError", exception_message="region failed", photo_id=photo.id))
+        photo_id = photo.id
+
+    aggregate_results([{"region_index": 0, "failed": True}, {"region_index": 1, "failed": True}], photo_id)
+
+    with db_session() as db:
+        session = repository.get_session(db, photo_id=photo_id)
+        letters = db.scalars(select(DeadLetter).where(DeadLetter.photo_id == photo_id)).all()
+        assert (session.status, session.error) == (SessionStatus.FAILED, "stale: no progress")
+        assert [letter.replayed_at for letter in letters] == [None]
+
+
 def test_each_task_is_routed_to_its_queue() -> None:
     router = celery.amqp.router
     assert router.route({}, "app.tasks.ml.ml_parent_task")["queue"].name == "gpu_queue_0"

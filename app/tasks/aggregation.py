@@ -88,9 +88,13 @@ def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], pho
             # Locked first and held to the commit: a second delivery waits here, then finds it final
             # (PostgreSQL; SQLite has no row locks, and there the unique constraints stop it at commit).
             session = repository.get_session(db, photo_id=photo_id, lock=True, recount_model=recount_model)
-            # Results are never dropped: a session failed meanwhile (stale, or given up on) is reopened.
+            # Results are never dropped: a session failed meanwhile (stale, or given up on) is reopened. Not
+            # by results of which every region failed: they count nothing, and reopening would mark the
+            # regions' dead letters replayed, leaving nothing to replay them from.
+            counted_any = any(not result.get("failed") for result in results)
             reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id,
-                                                          recount_model=recount_model, session=session)
+                                                          recount_model=recount_model,
+                                                          session=session) if counted_any else None
             doubts, cards = _judge(db, session, results, recount_model)
             session = repository.write_counts(db, photo_id=photo_id, results=results, doubts=doubts,
                                               model_cards=cards, recount_model=recount_model, session=session)

@@ -99,6 +99,8 @@ def training_base(settings: Settings, name: str | None = None) -> tuple[ModelEnt
     (`active_name`), so a second training after `demeter models use` continues the first unless a
     name is given. Raises UnknownModel.
     """
+    if name is not None and not name.strip():
+        raise UnknownModel("--base needs a model's name (demeter models list) or `shipped`, not an empty one")
     name = name or active_name(settings)
     return find_model(settings, name), resolve_detection(settings, name)
 

@@ -95,3 +95,5 @@ def test_an_unknown_training_base_is_refused_naming_the_known_ones(tmp_path: Pat
         catalog.training_base(settings, "bench-2")
     with pytest.raises(catalog.UnknownModel):
         catalog.training_base(settings, str(tmp_path / "bench-1" / "plant_det.pt"))  # a name, not a path
+    with pytest.raises(catalog.UnknownModel, match="not an empty one"):
+        catalog.training_base(settings, "")  # not the model in use by accident

@@ -106,6 +106,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker_url_resolved,
         "result_backend": settings.result_backend_resolved,
         "broker_transport_options": _broker_options(settings),
+        # The embedded broker writes each message whole before a worker can take it (app/embedded_broker.py).
+        "broker_transport": "app.embedded_broker:Transport" if settings.embedded_broker else None,
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

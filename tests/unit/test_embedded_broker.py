@@ -37,7 +37,8 @@ def test_a_message_has_no_name_a_worker_takes_until_it_is_written_whole(tmp_path
         message.ack()
         queue.close()
 
-    assert seen_while_writing and seen_while_writing[0] == []  # kombu's own _put shows an empty file here
+    # kombu's own _put shows the empty file under its final name here.
+    assert seen_while_writing and all(names == [] for names in seen_while_writing), seen_while_writing
     assert message.payload == {"photo_id": 7}
     assert [name for name in os.listdir(tmp_path) if name.endswith(embedded_broker.PARTIAL_SUFFIX)] == []
 

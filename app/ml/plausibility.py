@@ -107,9 +107,9 @@ def plant_like_count(image_rgb: np.ndarray, boxes: np.ndarray) -> int:
     y2 = np.clip(np.ceil(cy + hh), 1, height).astype(int)
     ox, oy, ex, ey = int(x1.min()), int(y1.min()), int(x2.max()), int(y2.max())
     hsv = cv2.cvtColor(np.ascontiguousarray(image_rgb[oy:ey, ox:ex]), cv2.COLOR_RGB2HSV)
-    green = ((hsv[..., 0] >= GREEN_HUE[0]) & (hsv[..., 0] <= GREEN_HUE[1])
-             & (hsv[..., 1] >= GREEN_MIN_SATURATION) & (hsv[..., 2] >= GREEN_MIN_VALUE)).astype(np.uint8)
-    integral = cv2.integral(green)  # (h + 1, w + 1)
+    # One pass, bounds inclusive: 255 where leaf-coloured, else 0; then 1 or 0, so the int32 sums cannot overflow.
+    green = cv2.inRange(hsv, (GREEN_HUE[0], GREEN_MIN_SATURATION, GREEN_MIN_VALUE), (GREEN_HUE[1], 255, 255))
+    integral = cv2.integral(np.bitwise_and(green, 1, out=green))  # (h + 1, w + 1)
     x1, x2, y1, y2 = x1 - ox, np.maximum(x2 - ox, x1 - ox + 1), y1 - oy, np.maximum(y2 - oy, y1 - oy + 1)
     inside = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
     share = inside / ((x2 - x1) * (y2 - y1))

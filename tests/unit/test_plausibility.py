@@ -108,3 +108,10 @@ def test_leaf_coloured_boxes_are_told_from_perlite_and_soil() -> None:
 
     assert plant_like_count(image, boxes) == 1
     assert plant_like_count(image, np.zeros((0, 4))) == 0
+
+
+def test_a_48_megapixel_region_of_leaf_counts_as_plant_like() -> None:
+    """A box whose central half holds 12 million leaf pixels: summed as 255s, its integral would overflow int32."""
+    image = np.zeros((6000, 8000, 3), np.uint8)
+    image[...] = (40, 160, 40)
+    assert plant_like_count(image, np.array([[0.0, 0.0, 8000.0, 6000.0]])) == 1

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from app.ml.images import decode_rgb, decode_rgb_cuda, encode_jpeg  # noqa: E402
 from app.ml.synthetic import render_photo  # noqa: E402
+from benchmarks.sizes import photo_sizes  # noqa: E402
 
 
 def timed_ms(decode: Any, data: bytes) -> float:
@@ -54,17 +55,9 @@ def bench_size(width: int, height: int, repeats: int) -> dict[str, Any]:
     return result
 
 
-def sizes(text: str) -> list[tuple[int, int]]:
-    """'2048x1536,4000x3000' -> [(2048, 1536), (4000, 3000)], for argparse."""
-    try:
-        return [(int(w), int(h)) for w, h in (size.lower().split("x") for size in text.split(","))]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of WIDTHxHEIGHT") from None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=sizes, default=[(2048, 1536), (4000, 3000)],
+    parser.add_argument("--sizes", type=photo_sizes, default=[(2048, 1536), (4000, 3000)],
                         help="comma-separated WIDTHxHEIGHT (2048x1536,4000x3000)")
     parser.add_argument("--repeats", type=int, default=20, help="timed decodes per path and size, at least 1")
     parser.add_argument("--json", action="store_true")

@@ -80,6 +80,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.sizes import photo_size  # noqa: E402
+from tests.utils.processes import project_pythonpath  # noqa: E402
+
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "2"))  # broker; the next one holds the results
 AMQP = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
@@ -130,8 +133,7 @@ class Services:
     """The API and the workers, as the production entrypoints run them."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, gpu_command: list[str] | None = None) -> None:
-        self.env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get(
-            "PYTHONPATH")]))}
+        self.env = {**os.environ, **env, "PYTHONPATH": project_pythonpath()}
         self.gpu_command = gpu_command or ["-m", "workers.gpu"]
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -746,17 +748,6 @@ def null_model_run(n_photos: int, rounds: int) -> dict[str, Any]:
         "host_ms_per_photo_by_stage": host_ms,
         "calls_per_photo_by_stage": calls,
     }
-
-
-def photo_size(text: str) -> tuple[int, int]:
-    """'4000x3000' -> (4000, 3000), for argparse."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 4000x3000") from None
-    if width < 64 or height < 64:
-        raise argparse.ArgumentTypeError(f"{text!r}: both sides must be at least 64 px")
-    return width, height
 
 
 def main() -> int:

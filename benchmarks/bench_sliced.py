@@ -72,6 +72,7 @@ from app.ml.runtimes import (  # noqa: E402
 )
 from app.ml.sliced import SliceParams, agreement, detect_in_region, slice_windows  # noqa: E402
 from app.ml.synthetic import render_photo  # noqa: E402
+from benchmarks.sizes import photo_sizes  # noqa: E402
 
 DENSE_SEEDS = (9511, 9517, 9522)  # true_count >= 1000 at 2048x1536
 SIZES = ((2048, 1536), (4000, 3000))
@@ -309,8 +310,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weights", type=Path, help="detector weights (default: DETECTION_WEIGHTS, else placeholder)")
     parser.add_argument("--confidence", type=float, help="override DETECTION_CONFIDENCE")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(DENSE_SEEDS))
-    parser.add_argument("--sizes", type=lambda s: [tuple(int(v) for v in x.split("x")) for x in s.split(",")],
-                        default=list(SIZES))
+    parser.add_argument("--sizes", type=photo_sizes, default=list(SIZES), help="comma-separated WIDTHxHEIGHT")
     parser.add_argument("--sahi-batches", type=lambda s: [int(x) for x in s.split(",")],
                         help="SAHI batch sizes (default 1,4,8,16,32; 1,16 with --quick); batch 1 always runs")
     parser.add_argument("--runtimes", type=lambda s: s.split(","), default=["torch", "onnx", "openvino"],

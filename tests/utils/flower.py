@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.utils.processes import PROJECT_ROOT, WorkerSet
+from tests.utils.processes import PROJECT_ROOT, WorkerSet, project_pythonpath
 
 
 def free_port() -> int:
@@ -73,5 +73,5 @@ def run_flower_briefly(env: dict[str, str], timeout: float = 60.0) -> subprocess
     """Run the entrypoint expecting it to refuse at once (it must not serve)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     return subprocess.run([sys.executable, "-m", "workers.flower"], env={**clean, "FLOWER_PORT": str(free_port()),
-                          **env, "PYTHONPATH": str(PROJECT_ROOT)}, cwd=PROJECT_ROOT, capture_output=True,
+                          **env, "PYTHONPATH": project_pythonpath()}, cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=timeout)

@@ -15,6 +15,12 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def project_pythonpath() -> str:
+    """PYTHONPATH for a child process: the project first, then whatever this process was given (packages
+    installed beside it)."""
+    return os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     if not path.exists():
@@ -34,9 +40,7 @@ class WorkerSet:
     def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.log_dir = log_dir
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        # The project first, then whatever PYTHONPATH this process was given (packages installed beside it).
-        pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-        self.env = {**os.environ, **(env or {}), "PYTHONPATH": pythonpath}
+        self.env = {**os.environ, **(env or {}), "PYTHONPATH": project_pythonpath()}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def log_path(self, name: str) -> Path:

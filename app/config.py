@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     # refused (the log says why) when it counts more than 1 % apart from fp32, and then the auto precision runs.
     detection_precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     slice_size: int = 320  # pixels at the reference long side below
-    slice_reference_side: int = 2048  # slices grow with the photo so plants keep their scale
+    slice_reference_side: int = 2048  # slices grow and shrink with the photo so plants keep their scale
+    # false: slices never shrink below SLICE_SIZE (photos that are crops of a larger one; cards from before)
+    slice_scale_down: bool = True
     slice_overlap: float = 0.2
     merge_method: Literal["GREEDYNMM", "NMS"] = "GREEDYNMM"
     merge_metric: Literal["IOS", "IOU"] = "IOS"

@@ -18,6 +18,7 @@ Runs the `demeter` commands a grower would run, in order, and collects their JSO
 with TRAINED_MODELS_DIR=DIR/models, so the repository's models/ is untouched. SLICE_SIZE=512 (px at a
 2048 px long side) makes one slice of a photo of one pot (about 480 px): the plants are 26-302 px there,
 10 times the shipped detector's 23 px median, so its default 320 px slices would cut most of them apart.
+SLICE_SCALE_DOWN=false throughout: a pot's photo is a crop of the tray photo, not a smaller photo of a bench.
 The trained model's card keeps that slicing. Figures go to DIR/report.json and models/README.md.
 
 Usage (from the repository root):
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "TRAINED_MODELS_DIR": str(out / "models"), "LOG_LEVEL": "WARNING"}
     env.pop("DETECTION_MODEL", None)
     env.pop("SLICE_SIZE", None)  # the shipped card's slicing, then the trained card's
+    # The pots are crops of one tray photo: their plants are no smaller than the tray's, so slices must not
+    # shrink with the crop's size (the trained card records this too).
+    env["SLICE_SCALE_DOWN"] = "false"
 
     if not (photos / "cells-train" / "annotations.json").exists():
         run(["scripts/measure_real_photos.py", "prepare", "--clones", str(args.clones), "--out", str(photos)], env)

@@ -120,8 +120,11 @@ def resolve_detection(settings: Settings, name: str | None = None) -> Settings:
     if entry.card.confidence_threshold is not None and "detection_confidence" not in explicit:
         update["detection_confidence"] = entry.card.confidence_threshold
     slicing = document.get("slicing", {})
+    if slicing and "scale_down" not in slicing:  # trained when slices never shrank: it counts as it was measured
+        slicing = {**slicing, "scale_down": False}
     for key, field in (("imgsz", "detection_imgsz"), ("slice_size", "slice_size"),
-                       ("reference_side", "slice_reference_side"), ("overlap", "slice_overlap")):
+                       ("reference_side", "slice_reference_side"), ("overlap", "slice_overlap"),
+                       ("scale_down", "slice_scale_down")):
         if key in slicing and field not in explicit:
             update[field] = slicing[key]
     if document.get("counted_classes") and "detection_count_classes" not in explicit:

@@ -32,6 +32,7 @@ def slice_params(settings: Settings) -> SliceParams:
         merge_method=settings.merge_method,
         merge_metric=settings.merge_metric,
         merge_threshold=settings.merge_threshold,
+        scale_down=settings.slice_scale_down,
     )
 
 

@@ -369,7 +369,8 @@ def count_photos(weights: Path, photos: list[LabelledPhoto], settings: Settings,
     trained = settings.model_copy(update={
         "detection_weights": str(weights), "detection_runtime": "torch", "detection_precision": "fp32",
         "detection_imgsz": plan.slicing.imgsz, "slice_size": plan.slicing.slice_size,
-        "slice_reference_side": plan.slicing.reference_side, "slice_overlap": plan.slicing.overlap})
+        "slice_reference_side": plan.slicing.reference_side, "slice_overlap": plan.slicing.overlap,
+        "slice_scale_down": plan.slicing.scale_down})
     count_at = pipeline_counter(ModelRegistry(trained), whole_photo=plan.whole_photo)
     results = []
     for number, photo in enumerate(photos, 1):
@@ -474,7 +475,8 @@ def train(plan: TrainPlan, settings: Settings, progress: Progress = print_progre
         "reference_long_side": REFERENCE_LONG_SIDE,
         "confidence_threshold": chosen.threshold,
         "slicing": {"slice_size": plan.slicing.slice_size, "reference_side": plan.slicing.reference_side,
-                    "overlap": plan.slicing.overlap, "imgsz": plan.slicing.imgsz},
+                    "overlap": plan.slicing.overlap, "imgsz": plan.slicing.imgsz,
+                    "scale_down": plan.slicing.scale_down},
         "base_model": base_model,
         "training_data": {
             "source": str(plan.data), "format": labels.source, "data_sha256": data_digest(labels),

@@ -12,7 +12,7 @@ from app.ml import catalog
 from app.ml.cards import card_path, weights_digest
 
 
-def _model(root: Path, name: str, threshold: float = 0.15) -> Path:
+def _model(root: Path, name: str, threshold: float = 0.15, scale_down: bool | None = None) -> Path:
     weights = root / name / "plant_det.pt"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(name.encode())
@@ -20,6 +20,8 @@ def _model(root: Path, name: str, threshold: float = 0.15) -> Path:
             "weights_sha256": weights_digest(weights), "classes": ["plant", "empty_cell"],
             "counted_classes": ["plant"], "confidence_threshold": threshold,
             "slicing": {"slice_size": 400, "reference_side": 2048, "overlap": 0.25, "imgsz": 416}}
+    if scale_down is not None:
+        card["slicing"]["scale_down"] = scale_down
     card_path(weights).write_text(json.dumps(card))
     return weights
 
@@ -97,3 +99,18 @@ def test_an_unknown_training_base_is_refused_naming_the_known_ones(tmp_path: Pat
         catalog.training_base(settings, str(tmp_path / "bench-1" / "plant_det.pt"))  # a name, not a path
     with pytest.raises(catalog.UnknownModel, match="not an empty one"):
         catalog.training_base(settings, "")  # not the model in use by accident
+
+
+def test_a_card_from_before_shrinking_slices_keeps_slices_that_never_shrink(tmp_path: Path) -> None:
+    """Its threshold was chosen on photos sliced the old way, so it keeps counting that way."""
+    _model(tmp_path, "old")
+    _model(tmp_path, "new", scale_down=True)
+    _model(tmp_path, "crops", scale_down=False)
+
+    def scale_down(name: str, **settings: object) -> bool:
+        return catalog.resolve_detection(Settings(trained_models_dir=tmp_path, detection_model=name,
+                                                  **settings)).slice_scale_down  # type: ignore[arg-type]
+
+    assert Settings().slice_scale_down is True  # the shipped detector's slices shrink
+    assert (scale_down("old"), scale_down("new"), scale_down("crops")) == (False, True, False)
+    assert scale_down("old", slice_scale_down=True) is True  # set explicitly: the card does not override it

@@ -147,6 +147,14 @@ def test_trained_engine_matches_sahi_on_a_region(precision: str) -> None:
     assert count_diff <= 0.01
 
 
+def test_slices_scale_with_the_photo_both_ways_unless_told_not_to_shrink() -> None:
+    params = SliceParams(slice_size=320, reference_side=2048)
+    assert [params.slice_pixels(w, h) for w, h in ((2048, 1536), (4000, 3000), (1024, 768), (768, 1024),
+                                                   (100, 80))] == [320, 625, 160, 160, 32]
+    fixed = SliceParams(slice_size=320, reference_side=2048, scale_down=False)
+    assert [fixed.slice_pixels(w, h) for w, h in ((4000, 3000), (1024, 768))] == [625, 320]
+
+
 @pytest.mark.parametrize(("width", "height", "size"), [(2048, 1536, 320), (801, 333, 320), (300, 200, 320),
                                                        (250, 900, 320), (4000, 3000, 625)])
 def test_slice_windows_cover_the_region_with_equal_windows(width: int, height: int, size: int) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app import faults, names
 from app.celery_app import app
 from app.db import repository
-from app.db.models import ProcessingSession
+from app.db.models import ProcessingSession, SessionStatus
 from app.db.session import db_session
 from app.ml.plausibility import RegionDetections, judge, limits_from
 from app.ml.registry import get_registry, registry_for
@@ -95,7 +95,9 @@ def aggregate_results(self: FailsSessionTask, results: list[dict[str, Any]], pho
             reopened = repository.reopen_for_late_results(db, photo_id=photo_id, task_id=self.request.id,
                                                           recount_model=recount_model,
                                                           session=session) if counted_any else None
-            doubts, cards = _judge(db, session, results, recount_model)
+            # A second delivery finds the counts written: nothing to judge again, nor to log as doubtful again.
+            already_final = reopened is None and SessionStatus(session.status).is_final
+            doubts, cards = ([], {}) if already_final else _judge(db, session, results, recount_model)
             session = repository.write_counts(db, photo_id=photo_id, results=results, doubts=doubts,
                                               model_cards=cards, recount_model=recount_model, session=session)
             summary = _summary(session, photo_id, len(results))

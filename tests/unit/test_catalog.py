@@ -16,12 +16,12 @@ def _model(root: Path, name: str, threshold: float = 0.15, scale_down: bool | No
     weights = root / name / "plant_det.pt"
     weights.parent.mkdir(parents=True)
     weights.write_bytes(name.encode())
+    slicing: dict[str, object] = {"slice_size": 400, "reference_side": 2048, "overlap": 0.25, "imgsz": 416}
+    if scale_down is not None:
+        slicing["scale_down"] = scale_down
     card = {"id": f"{name}@{weights_digest(weights)[:12]}", "model": name, "task": "detect",
             "weights_sha256": weights_digest(weights), "classes": ["plant", "empty_cell"],
-            "counted_classes": ["plant"], "confidence_threshold": threshold,
-            "slicing": {"slice_size": 400, "reference_side": 2048, "overlap": 0.25, "imgsz": 416}}
-    if scale_down is not None:
-        card["slicing"]["scale_down"] = scale_down
+            "counted_classes": ["plant"], "confidence_threshold": threshold, "slicing": slicing}
     card_path(weights).write_text(json.dumps(card))
     return weights
 

@@ -1,4 +1,5 @@
-"""The GPU worker's host steps per photo, each against the plain way of doing it, side by side.
+"""The GPU worker's host steps per photo: the segmenter's input against predict's own resize, and the
+plausibility check.
 
     python benchmarks/bench_host_steps.py [--sizes 2048x1536,4000x3000] [--rounds 5] [--json]
 
@@ -10,7 +11,7 @@ For each size, 3 synthetic bench photos (seeds 9600-9602), the variants taking t
   `letterbox_input` (resized first, then flipped) and the same `predict`. Both run the segmenter on the
   registry's device; the regions must come out the same (boxes within 1 px), or the run stops;
 * **plausibility**: `plant_like_count` for every region's detections of the photo (the regions and
-  detections are found once, before timing).
+  detections are found once, before timing); timed alone, there is no older variant to compare with.
 
 Medians in ms per photo and the median of the paired ratios (plain / ours) are printed; no other work
 should run beside it.

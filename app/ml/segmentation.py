@@ -73,8 +73,11 @@ def segment_photo(
 ) -> list[RegionProposal]:
     """Run instance segmentation; regions sorted top-to-bottom, left-to-right."""
     height, width = image_rgb.shape[:2]
-    stride = max(int(model.model.stride.max()), 32) if hasattr(model.model, "stride") else 32
-    model_input, scale_x, scale_y = letterbox_input(image_rgb, imgsz, stride)
+    stride = getattr(getattr(model, "model", None), "stride", None)
+    if stride is not None:  # a loaded PyTorch model: it runs at `imgsz`
+        model_input, scale_x, scale_y = letterbox_input(image_rgb, imgsz, max(int(stride.max()), 32))
+    else:  # an export (the path of its file here) may have an input size of its own: predict knows it
+        model_input, scale_x, scale_y = image_rgb[..., ::-1], 1.0, 1.0
     # Class-agnostic NMS: one container is one region, even when both classes fire on it.
     result = model.predict(
         model_input, imgsz=imgsz, conf=confidence, verbose=False, retina_masks=False, agnostic_nms=True

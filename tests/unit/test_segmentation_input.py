@@ -45,3 +45,26 @@ def test_segment_photo_finds_the_regions_it_found_when_predict_resized_the_full_
             assert (region.class_name, region.confidence) == (their.class_name, their.confidence)
             assert np.abs(np.subtract(region.bbox, their.bbox)).max() <= 1, (region.bbox, their.bbox)
             assert np.abs(np.subtract(region.polygon, their.polygon)).max() <= 1.0
+
+
+class _Export:
+    """Stands in for an ultralytics YOLO loaded from an export: `.model` is the file's path, not a network."""
+
+    model = "container_seg_openvino_model"
+    names = {0: "tray"}
+
+    def __init__(self) -> None:
+        self.inputs: list[tuple[int, ...]] = []
+
+    def predict(self, image: np.ndarray, **_: object) -> list[object]:
+        self.inputs.append(image.shape)
+        return [type("Result", (), {"boxes": None})()]
+
+
+def test_an_exported_segmenter_gets_the_whole_photo_to_letterbox_at_its_own_input_size() -> None:
+    from app.ml.segmentation import segment_photo
+
+    export = _Export()
+    image = render_photo(9600, 2048, 1536).image
+    assert segment_photo(export, image, imgsz=512, confidence=0.25, class_map={}) == []
+    assert export.inputs == [(1536, 2048, 3)]

@@ -97,9 +97,9 @@ class WorkerSet:
             self.stop(name)
 
 
-# Delivery and worker tests count small (1024x768) photos, which the models undercount by up to half and
-# the plausibility checks rightly flag (models/README.md). There "completed" must mean "nothing lost", so
-# their workers lift the share thresholds; no_regions and no_plants still apply.
+# Delivery and worker tests count small (1024x768) photos and blank or odd ones, whose plausibility is not
+# what they test. There "completed" must mean "nothing lost", so their workers lift the share thresholds;
+# no_regions and no_plants still apply.
 LENIENT_PLAUSIBILITY = {"PLAUSIBILITY_SIZE_OUTLIERS": "1", "PLAUSIBILITY_OVERLAP": "1",
                         "PLAUSIBILITY_LOW_CONFIDENCE": "1", "PLAUSIBILITY_NOT_GREEN": "1",
                         "PLAUSIBILITY_DENSITY_FACTOR": "1000"}

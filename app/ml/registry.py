@@ -214,12 +214,20 @@ class ModelRegistry:
         return select_device(self.settings.device)
 
     def preload(self) -> None:
-        """Load (and export) both models and run each once, so the first photo is warm."""
+        """Load (and export) both models and run each at the input shapes photos bring, so the first photos
+        are as fast as later ones: the segmenter on a landscape and a portrait 4:3 photo, the detector at
+        every batch size up to DETECTION_BATCH_SIZE (a region's last batch is a smaller one).
+
+        Warmed at its working batch size only, the first photo after a start took 1.7-2.1x a warm one on a
+        CPU, and the first six 1.2-1.5x; now about 1.0x, for 1.3-2.3 s more at the start
+        (benchmarks/bench_first_photo.py, benchmarks/README.md).
+        """
         import numpy as np
 
-        blank = np.zeros((64, 64, 3), dtype=np.uint8)
-        self.segmenter().predict(blank, imgsz=self.settings.segmentation_imgsz, verbose=False)
-        self.tile_detector().warmup(self.settings.detection_imgsz, self.settings.detection_batch_size)
+        for width, height in ((2048, 1536), (1536, 2048)):
+            blank = np.zeros((height, width, 3), dtype=np.uint8)
+            self.segmenter().predict(blank, imgsz=self.settings.segmentation_imgsz, verbose=False)
+        self.tile_detector().warmup(self.settings.detection_imgsz, range(self.settings.detection_batch_size, 0, -1))
 
 
 _registry: ModelRegistry | None = None

@@ -12,7 +12,6 @@ Without CUDA only the Pillow row is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import torch  # noqa: E402
 
 from app.ml.images import decode_rgb, decode_rgb_cuda, encode_jpeg  # noqa: E402
 from app.ml.synthetic import render_photo  # noqa: E402
-from benchmarks.sizes import photo_sizes  # noqa: E402
+from benchmarks.common import add_sizes_argument, print_document  # noqa: E402
 
 
 def timed_ms(decode: Any, data: bytes) -> float:
@@ -57,8 +56,7 @@ def bench_size(width: int, height: int, repeats: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=photo_sizes, default=[(2048, 1536), (4000, 3000)],
-                        help="comma-separated WIDTHxHEIGHT (2048x1536,4000x3000)")
+    add_sizes_argument(parser, [(2048, 1536), (4000, 3000)])
     parser.add_argument("--repeats", type=int, default=20, help="timed decodes per path and size, at least 1")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -67,11 +65,7 @@ def main() -> None:
     doc: dict[str, Any] = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     for width, height in args.sizes:
         doc[f"{width}x{height}"] = bench_size(width, height, args.repeats)
-    if args.json:
-        print(json.dumps(doc, indent=1))
-    else:
-        for key, value in doc.items():
-            print(f"{key:<12} {value}")
+    print_document(doc, args.json)
 
 
 if __name__ == "__main__":

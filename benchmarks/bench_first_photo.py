@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import print_document  # noqa: E402
+
 VARIANTS = ("working_batch", "every_shape")
 
 
@@ -95,12 +97,7 @@ def main() -> None:
         for variant in VARIANTS if round_number % 2 == 0 else VARIANTS[::-1]:
             print(f"round {round_number + 1}: {variant} ...", file=sys.stderr, flush=True)
             runs[variant].append(run_child(variant, args.photos))
-    doc = {variant: summarise(results) for variant, results in runs.items()}
-    if args.json:
-        print(json.dumps(doc, indent=1))
-    else:
-        for variant, summary in doc.items():
-            print(f"{variant:<14} {summary}")
+    print_document({variant: summarise(results) for variant, results in runs.items()}, args.json)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ should run beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ from app.ml.plausibility import plant_like_count  # noqa: E402
 from app.ml.registry import ModelRegistry, get_registry  # noqa: E402
 from app.ml.segmentation import letterbox_input  # noqa: E402
 from app.ml.synthetic import render_photo  # noqa: E402
-from benchmarks.sizes import photo_sizes  # noqa: E402
+from benchmarks.common import add_sizes_argument, print_document  # noqa: E402
 
 SEEDS = (9600, 9601, 9602)
 
@@ -97,8 +96,7 @@ def bench_size(registry: ModelRegistry, width: int, height: int, rounds: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=photo_sizes, default=[(2048, 1536), (4000, 3000)],
-                        help="comma-separated WIDTHxHEIGHT (2048x1536,4000x3000)")
+    add_sizes_argument(parser, [(2048, 1536), (4000, 3000)])
     parser.add_argument("--rounds", type=int, default=5, help="times every photo is timed per variant, at least 1")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -109,11 +107,7 @@ def main() -> None:
     for width, height in args.sizes:
         print(f"{width}x{height} ...", file=sys.stderr, flush=True)
         doc[f"{width}x{height}"] = bench_size(registry, width, height, args.rounds)
-    if args.json:
-        print(json.dumps(doc, indent=1))
-    else:
-        for key, value in doc.items():
-            print(f"{key:<12} {value}")
+    print_document(doc, args.json)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.sizes import photo_size  # noqa: E402
+from benchmarks.common import photo_size  # noqa: E402
 from tests.utils.processes import project_pythonpath  # noqa: E402
 
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")

@@ -72,7 +72,7 @@ from app.ml.runtimes import (  # noqa: E402
 )
 from app.ml.sliced import SliceParams, agreement, detect_in_region, slice_windows  # noqa: E402
 from app.ml.synthetic import render_photo  # noqa: E402
-from benchmarks.sizes import photo_sizes  # noqa: E402
+from benchmarks.common import photo_sizes  # noqa: E402
 
 DENSE_SEEDS = (9511, 9517, 9522)  # true_count >= 1000 at 2048x1536
 SIZES = ((2048, 1536), (4000, 3000))

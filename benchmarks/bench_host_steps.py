@@ -8,7 +8,7 @@ For each size, 3 synthetic bench photos (seeds 9600-9602), the variants taking t
 
 * **segmenter input**: ultralytics' `predict` handed the whole photo as BGR (it copies the flipped view to
   make it contiguous, then letterboxes it: what `segment_photo` did before) against `segment_photo`'s
-  `letterbox_input` (resized first, then flipped) and the same `predict`. Both run the segmenter on the
+  `segmenter_input` (resized first, then flipped) and the same `predict`. Both run the segmenter on the
   registry's device; the regions must come out the same (boxes within 1 px), or the run stops;
 * **plausibility**: `plant_like_count` for every region's detections of the photo (the regions and
   detections are found once, before timing); timed alone, there is no older variant to compare with.
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from app.ml.pipeline import count_region, find_regions  # noqa: E402
 from app.ml.plausibility import plant_like_count  # noqa: E402
 from app.ml.registry import ModelRegistry, get_registry  # noqa: E402
-from app.ml.segmentation import letterbox_input  # noqa: E402
+from app.ml.segmentation import segmenter_input  # noqa: E402
 from app.ml.synthetic import render_photo  # noqa: E402
 from benchmarks.common import add_sizes_argument, print_document  # noqa: E402
 
@@ -56,8 +56,7 @@ def segment_plain(registry: ModelRegistry, image: np.ndarray) -> np.ndarray:
 
 
 def segment_resized_first(registry: ModelRegistry, image: np.ndarray) -> np.ndarray:
-    stride = max(int(registry.segmenter().model.stride.max()), 32)
-    model_input, scale_x, scale_y = letterbox_input(image, registry.settings.segmentation_imgsz, stride)
+    model_input, scale_x, scale_y = segmenter_input(registry.segmenter(), image, registry.settings.segmentation_imgsz)
     return predict_boxes(registry, model_input, (scale_x, scale_y))
 
 

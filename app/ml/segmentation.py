@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import cv2
 import numpy as np
 
 from app.geometry import box_overlap
+from app.ml.sliced import Letterbox, network_stride
 from app.records import RegionProposal
 
 
@@ -53,19 +53,30 @@ def letterbox_input(image_rgb: np.ndarray, imgsz: int, stride: int) -> tuple[np.
     """The photo resized as ultralytics' letterbox would resize it for `imgsz`, in BGR order; and the
     (x, y) factors from the resized photo's pixels back to the photo's.
 
-    Same pixels as predict's own resize (OpenCV INTER_LINEAR to the same size; the channels are resized
-    independently, so their order does not matter), but done before the channel flip: predict would
-    first copy the whole photo to make the flipped view contiguous (36 MB at 4000x3000), then resize it.
-    A photo that predict would enlarge is returned as it is.
+    Same pixels as predict's own resize (the size from `Letterbox.plan`, OpenCV INTER_LINEAR; the channels
+    are resized independently, so their order does not matter), but done before the channel flip: predict
+    would first copy the whole photo to make the flipped view contiguous (36 MB at 4000x3000), then resize
+    it. A photo that predict would not shrink is returned as it is.
     """
     height, width = image_rgb.shape[:2]
-    size = math.ceil(imgsz / stride) * stride  # ultralytics' check_imgsz
-    ratio = min(size / height, size / width)
-    if ratio >= 1:
+    new_h, new_w = Letterbox.plan((height, width), imgsz, stride, rect=True).resized
+    if new_w >= width and new_h >= height:
         return image_rgb[..., ::-1], 1.0, 1.0
-    new_w, new_h = max(round(width * ratio), 1), max(round(height * ratio), 1)
     small = cv2.resize(np.ascontiguousarray(image_rgb), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(small[..., ::-1]), width / new_w, height / new_h
+
+
+def segmenter_input(model: Any, image_rgb: np.ndarray, imgsz: int) -> tuple[np.ndarray, float, float]:
+    """What `segment_photo` hands the segmenter's predict, and the (x, y) factors back to the photo's pixels.
+
+    A loaded PyTorch model runs at `imgsz`: the photo is resized first (`letterbox_input`). An export (its
+    `.model` is the file's path) may have an input size of its own, which only predict knows: it gets the
+    whole photo to letterbox itself.
+    """
+    network = getattr(model, "model", None)
+    if not hasattr(network, "stride"):
+        return image_rgb[..., ::-1], 1.0, 1.0
+    return letterbox_input(image_rgb, imgsz, network_stride(network))
 
 
 def segment_photo(
@@ -73,11 +84,7 @@ def segment_photo(
 ) -> list[RegionProposal]:
     """Run instance segmentation; regions sorted top-to-bottom, left-to-right."""
     height, width = image_rgb.shape[:2]
-    stride = getattr(getattr(model, "model", None), "stride", None)
-    if stride is not None:  # a loaded PyTorch model: it runs at `imgsz`
-        model_input, scale_x, scale_y = letterbox_input(image_rgb, imgsz, max(int(stride.max()), 32))
-    else:  # an export (the path of its file here) may have an input size of its own: predict knows it
-        model_input, scale_x, scale_y = image_rgb[..., ::-1], 1.0, 1.0
+    model_input, scale_x, scale_y = segmenter_input(model, image_rgb, imgsz)
     # Class-agnostic NMS: one container is one region, even when both classes fire on it.
     result = model.predict(
         model_input, imgsz=imgsz, conf=confidence, verbose=False, retina_masks=False, agnostic_nms=True

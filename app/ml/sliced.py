@@ -82,6 +82,11 @@ class Detections:
         return self.take(np.isin(self.classes, counted))
 
 
+def network_stride(module: Any) -> int:
+    """The largest stride of a loaded ultralytics network, at least 32: what its predict pads inputs to."""
+    return max(int(module.stride.max()), 32)
+
+
 @dataclass(frozen=True)
 class TileDetector:
     """A network over batches of tiles, plus what ultralytics' predict would apply around it."""
@@ -98,7 +103,7 @@ class TileDetector:
         from ultralytics.cfg import DEFAULT_CFG
 
         module = yolo.model
-        stride = max(int(module.stride.max()), 32) if hasattr(module, "stride") else 32
+        stride = network_stride(module) if hasattr(module, "stride") else 32
         return cls(network=network, stride=stride, end2end=bool(getattr(module, "end2end", False)),
                    iou=float(DEFAULT_CFG.iou), max_det=int(DEFAULT_CFG.max_det))
 
